@@ -1,0 +1,83 @@
+"""The composition root: the only place where concrete parts are put together."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adapters.settings import Settings
+from adapters.store import (
+    ApplicationLog,
+    PostgresLogListener,
+    open_application,
+    open_views,
+)
+from domain.app import Shoal
+from projections.catalog import all_projections
+from projections.runner import ProjectionRunner
+from projections.sql import Database
+
+log = logging.getLogger("shoal.server")
+
+
+@dataclass(frozen=True)
+class ServerContainer:
+    """What a running server is made of."""
+
+    settings: Settings
+    app: Shoal
+    views: Database
+    runner: ProjectionRunner
+    listener: PostgresLogListener | None
+
+    def start(self) -> str | None:
+        """Install on first start, bring the read models up to date, start following.
+        Returns the administrator key when this start created it."""
+        admin_key = self.app.install()
+        if admin_key is not None:
+            write_admin_key(self.settings.admin_key_file, admin_key)
+        self.runner.setup()
+        self.runner.catch_up()
+        self.app.on_saved(self.runner.wake)
+        self.runner.start()
+        if self.listener is not None:
+            self.listener.start()
+        return admin_key
+
+    def stop(self) -> None:
+        """Stop following and close every connection."""
+        if self.listener is not None:
+            self.listener.stop()
+        self.runner.stop()
+        self.views.close()
+        self.app.close()
+
+
+def write_admin_key(path: Path, key: str) -> None:
+    """Write the key readable by its owner only; it is created with 0600, never widened."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    os.chmod(path, 0o600)
+
+
+def build_server(settings: Settings, **overrides: Any) -> ServerContainer:
+    """Real parts by default; tests pass replacements by keyword."""
+    app = overrides.get("app") or open_application(settings.data_dir, settings.database_url)
+    views = overrides.get("views") or open_views(settings.data_dir, settings.database_url)
+    runner = ProjectionRunner(
+        ApplicationLog(app),
+        views,
+        all_projections(),
+        poll_interval=1.0,
+    )
+    listener = None
+    if settings.database_url is not None:
+        channel = getattr(app.recorder, "channel_name", None)
+        if channel:
+            listener = PostgresLogListener(settings.database_url, channel, runner.wake)
+    return ServerContainer(settings, app, views, runner, listener)

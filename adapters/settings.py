@@ -1,0 +1,43 @@
+"""Server settings, read once from the command line and the environment."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_DATA_DIR = Path(".shoal")
+MAX_BODY_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server needs to start; nothing here is read again later."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str | None = None
+    task_cap: int = 5
+    node_name: str = field(default_factory=socket.gethostname)
+    max_body_bytes: int = MAX_BODY_BYTES
+    # How long a read waits for the projections to reach the reader's own last write.
+    read_wait_s: float = 5.0
+
+    @classmethod
+    def from_env(cls, **given: object) -> Settings:
+        """Settings from CLI values, falling back to SHOAL_* environment variables."""
+        values = {k: v for k, v in given.items() if v is not None}
+        if "database_url" not in values and os.environ.get("SHOAL_DATABASE_URL"):
+            values["database_url"] = os.environ["SHOAL_DATABASE_URL"]
+        if "data_dir" not in values and os.environ.get("SHOAL_DATA_DIR"):
+            values["data_dir"] = Path(os.environ["SHOAL_DATA_DIR"])
+        if "data_dir" in values:
+            values["data_dir"] = Path(str(values["data_dir"]))
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def admin_key_file(self) -> Path:
+        """Where the first start writes the administrator key (mode 0600)."""
+        return self.data_dir / "admin-api-key"

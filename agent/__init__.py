@@ -1,0 +1,1 @@
+"""What runs on a worker machine (agents, the step executor)."""

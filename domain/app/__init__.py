@@ -1,0 +1,64 @@
+"""The Shoal Application: every command, one method each, over one event log."""
+
+from __future__ import annotations
+
+from domain.actors import SYSTEM, Actor
+from domain.app.base import CommandsBase, Saved, command
+from domain.app.keys import KeyCommands
+from domain.app.workers import WorkerCommands
+from domain.installation import INSTALLATION_ID, Installation
+from domain.keys import Permission
+from domain.policies import DEFAULT_HEALTH_SCRIPT, DEFAULT_POLICY_NAME, CleanUp, Connectivity
+from domain.pools import WorkerPool
+from eventsourcing.persistence import RecordConflictError
+
+from domain.app.policies import DEFAULT_INTERVAL_S, POLICY
+from domain.app.pools import POOL
+
+DEFAULT_POOL_NAME = "Default Worker Pool"
+ADMIN_KEY_NAME = "Administrator (created at install)"
+
+__all__ = ["Saved", "Shoal", "command"]
+
+
+class Shoal(WorkerCommands, KeyCommands, CommandsBase):
+    """The one Application. Command methods live in per-concept mixins."""
+
+    def is_installed(self) -> bool:
+        """Whether the first-start set-up has happened in this event store."""
+        return self._find(Installation, INSTALLATION_ID) is not None
+
+    def install(self, actor: Actor = SYSTEM) -> str | None:
+        """First start: the default pool, the default policy and an administrator key, in
+        one save. Returns the key text, or None when this store was already set up
+        (by an earlier start or by another node that won the race)."""
+        if self.is_installed():
+            return None
+        pool = WorkerPool(name=DEFAULT_POOL_NAME, description="", sort_order=0, actor=actor)
+        pool.make_default(actor)
+        policy = self._new_policy(
+            name=DEFAULT_POLICY_NAME,
+            description="Applied to workers that name no other policy.",
+            health_check_interval_s=DEFAULT_INTERVAL_S,
+            health_check_script=DEFAULT_HEALTH_SCRIPT,
+            connectivity=Connectivity.EXPECTED_ONLINE,
+            cleanup=CleanUp.KEEP,
+            cleanup_after_s=None,
+            actor=actor,
+        )
+        key, text = self._new_key(ADMIN_KEY_NAME, (Permission.ADMINISTER,), actor)
+        installation = Installation(
+            default_pool_id=pool.id,
+            default_policy_id=policy.id,
+            admin_key_id=key.id,
+            actor=actor,
+        )
+        indexes = [
+            self._reserve_name(POOL, pool.name, pool.id, actor),
+            self._reserve_name(POLICY, policy.name, policy.id, actor),
+        ]
+        try:
+            self._save(installation, pool, policy, key, *indexes)
+        except RecordConflictError:
+            return None
+        return text

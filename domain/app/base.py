@@ -1,0 +1,142 @@
+"""The Application's shared machinery: loading, saving, names, retries."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import Recording, RecordConflictError
+
+from domain import codec
+from domain.actors import Actor
+from domain.errors import Conflict, NotFound
+from domain.names import NameIndex, index_id
+
+A = TypeVar("A", bound=Aggregate)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+MAX_ATTEMPTS = 3
+
+
+class Saved(NamedTuple, Generic[A]):
+    """What a command returns: the aggregate as saved and the log position of its last
+    event, so a caller can wait for read models to reach it."""
+
+    aggregate: A
+    position: int
+
+
+def command(method: Callable[P, R]) -> Callable[P, R]:
+    """Run a command again when a concurrent writer got there first.
+
+    The whole method is re-run (it reloads what it needs), at most MAX_ATTEMPTS times.
+    A name clash shows up on the retry as a Conflict naming the name.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                return method(*args, **kwargs)
+            except RecordConflictError:
+                if attempt == MAX_ATTEMPTS:
+                    raise Conflict("changed concurrently by another request; try again") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return wrapper
+
+
+class CommandsBase(Application[UUID]):
+    """Base for the command mixins. One Application holds every aggregate, so the log is
+    one ordered sequence (audit positions are global) and cross-aggregate saves are atomic."""
+
+    name = "Shoal"
+    env = {  # noqa: RUF012  (eventsourcing reads this class attribute)
+        "TRANSCODER_TOPIC": codec.TOPIC,
+        "AGGREGATE_CACHE_MAXSIZE": "2000",
+    }
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        super().__init__(env)
+        self._position_lock = threading.Lock()
+        self.last_position = 0
+        self._saved_listeners: list[Callable[[int], None]] = []
+
+    # -- saving and being told about saves ------------------------------------------------
+
+    def on_saved(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(position)`` after every save made through this Application."""
+        self._saved_listeners.append(listener)
+
+    def _notify(self, recordings: list[Recording[UUID]]) -> None:
+        if not recordings:
+            return
+        position = max(r.notification.id for r in recordings)
+        with self._position_lock:
+            self.last_position = max(self.last_position, position)
+        for listener in self._saved_listeners:
+            listener(position)
+
+    def _save(self, *aggregates: Aggregate | None) -> int:
+        recordings = self.save(*aggregates)
+        if not recordings:
+            return self.last_position
+        return recordings[-1].notification.id
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _get(self, cls: type[A], aggregate_id: UUID, what: str) -> A:
+        try:
+            aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise NotFound(f"{what} {aggregate_id} not found") from None
+        if not isinstance(aggregate, cls) or getattr(aggregate, "is_deleted", False):
+            raise NotFound(f"{what} {aggregate_id} not found")
+        return aggregate
+
+    def _find(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        try:
+            aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        return aggregate if isinstance(aggregate, cls) else None
+
+    # -- unique names ----------------------------------------------------------------------
+
+    def owner_of(self, kind: str, name: str) -> UUID | None:
+        """The id of whatever of ``kind`` is called ``name`` now (case-insensitive)."""
+        index = self._find(NameIndex, index_id(kind, name))
+        return None if index is None else index.owner_id
+
+    def _reserve_name(self, kind: str, name: str, owner_id: UUID, actor: Actor) -> NameIndex:
+        index = self._find(NameIndex, index_id(kind, name))
+        if index is None:
+            return NameIndex(kind=kind, name=name, owner_id=owner_id, actor=actor)
+        index.claim(name=name, owner_id=owner_id, actor=actor)
+        return index
+
+    def _release_name(self, kind: str, name: str, actor: Actor) -> NameIndex | None:
+        index = self._find(NameIndex, index_id(kind, name))
+        if index is not None:
+            index.release(actor=actor)
+        return index
+
+    def _rename(
+        self, kind: str, old: str, new: str, owner_id: UUID, actor: Actor
+    ) -> list[NameIndex]:
+        """Indexes to save for a rename. A change of case only keeps the same index."""
+        if index_id(kind, old) == index_id(kind, new):
+            return []
+        reserved = self._reserve_name(kind, new, owner_id, actor)
+        released = self._release_name(kind, old, actor)
+        return [i for i in (reserved, released) if i is not None]
+
+    def aggregate_state(self, aggregate_id: UUID) -> Any:
+        """The current aggregate, whatever its type (for tests and tools)."""
+        return self.repository.get(aggregate_id)

@@ -1,0 +1,15 @@
+"""Every projection the server keeps, in one list (the runner and replay share it)."""
+
+from __future__ import annotations
+
+from projections.audit import AuditLog
+from projections.base import Projection
+from projections.membership import Membership
+from projections.policies import PolicyList
+from projections.pools import PoolList
+from projections.workers import WorkerList
+
+
+def all_projections() -> list[Projection]:
+    """Fresh instances of every projection."""
+    return [PoolList(), WorkerList(), Membership(), PolicyList(), AuditLog()]

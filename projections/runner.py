@@ -1,0 +1,227 @@
+"""Runs projections: batched catch-up, live follow, tracking, rebuild and verify.
+
+The library's stock runner commits one transaction per event (~3,000 events/s on
+SQLite). This one reads the log in batches and applies a whole batch, for every
+projection, in one transaction together with the tracking rows, so a crash can never
+leave a view ahead of or behind its tracking position.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from projections.base import Projection
+from projections.sql import Cursor, Database, Row
+from projections.watch import PositionWatch
+
+log = logging.getLogger("shoal.projections")
+
+TRACKING_DDL = (
+    "CREATE TABLE IF NOT EXISTS rm_tracking ("
+    "projection TEXT PRIMARY KEY, version INTEGER NOT NULL, position BIGINT NOT NULL)"
+)
+DEFAULT_BATCH = 2000
+MAX_BACKOFF_S = 30.0
+
+
+class EventLog(Protocol):
+    """The ordered log the projections read: (position, event) pairs."""
+
+    def read(self, after: int, limit: int, upto: int | None = None) -> Sequence[tuple[int, Any]]:
+        """Up to ``limit`` events after position ``after`` (and not past ``upto``)."""
+        ...
+
+    def max_position(self) -> int:
+        """The position of the last event written."""
+        ...
+
+
+class ProjectionRunner:
+    """Keeps a set of projections up to date with the log.
+
+    ``start()`` runs a thread that catches up and then follows: it sleeps until
+    ``wake()`` is called (the Application calls it after every save, so events reach the
+    views within milliseconds) or ``poll_interval`` passes (writes made by other
+    processes, e.g. other server nodes on PostgreSQL, without a notifier).
+    """
+
+    def __init__(
+        self,
+        log: EventLog,
+        db: Database,
+        projections: Sequence[Projection],
+        *,
+        batch_size: int = DEFAULT_BATCH,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.log = log
+        self.db = db
+        self.projections = list(projections)
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.watch = PositionWatch()
+        self._positions: dict[str, int] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+
+    # -- set-up --------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Create tables; rebuild any projection whose version changed since last run."""
+        with self.db.write() as cur:
+            cur.execute(TRACKING_DDL)
+            cur.execute("SELECT projection, version, position FROM rm_tracking")
+            tracked = {r[0]: (r[1], r[2]) for r in cur.fetchall()}
+            for p in self.projections:
+                version, position = tracked.get(p.name, (None, 0))
+                if version is not None and version != p.version:
+                    log.info("projection %s changed (v%s -> v%s): rebuilding", p.name, version, p.version)
+                    p.drop(cur)
+                    position = 0
+                p.create(cur)
+                if version != p.version:
+                    cur.execute("DELETE FROM rm_tracking WHERE projection = ?", (p.name,))
+                    cur.execute(
+                        "INSERT INTO rm_tracking VALUES (?, ?, ?)", (p.name, p.version, position)
+                    )
+                self._positions[p.name] = position
+        self.watch.reset(self.position)
+
+    @property
+    def position(self) -> int:
+        """The position every projection has reached."""
+        return min(self._positions.values(), default=0)
+
+    # -- processing ----------------------------------------------------------------------
+
+    def _reload_positions(self) -> None:
+        with self.db.read() as cur:
+            cur.execute("SELECT projection, position FROM rm_tracking")
+            found = dict(cur.fetchall())
+        for p in self.projections:
+            self._positions[p.name] = int(found.get(p.name, 0))
+
+    def step(self, until: int | None = None) -> int:
+        """Apply at most one batch; returns how many events it applied."""
+        start = self.position
+        if until is not None and start >= until:
+            return 0
+        batch = self.log.read(start, self.batch_size, until)
+        if not batch:
+            return 0
+        last = batch[-1][0]
+        with self.db.write() as cur:
+            for p in self.projections:
+                done = self._positions[p.name]
+                if done >= last:
+                    continue
+                for position, event in batch:
+                    if position > done:
+                        p.process(event, position, cur)
+                if not self._track(cur, p.name, done, last):
+                    raise _Overtaken
+        for p in self.projections:
+            self._positions[p.name] = max(self._positions[p.name], last)
+        self.watch.advance(self.position)
+        return len(batch)
+
+    def _track(self, cur: Cursor, name: str, expected: int, position: int) -> bool:
+        # Compare-and-set: if another node sharing these tables moved on, roll back.
+        cur.execute(
+            "UPDATE rm_tracking SET position = ? WHERE projection = ? AND position = ?",
+            (position, name, expected),
+        )
+        return cur.rowcount == 1
+
+    def catch_up(self, until: int | None = None) -> int:
+        """Apply batches until the log (or ``until``) is reached; returns events applied."""
+        total = 0
+        while True:
+            try:
+                applied = self.step(until)
+            except _Overtaken:
+                self._reload_positions()
+                continue
+            if applied == 0:
+                return total
+            total += applied
+
+    # -- following -----------------------------------------------------------------------
+
+    def wake(self, position: int | None = None) -> None:
+        """New events were written: look now rather than at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Catch up and follow in a thread of its own."""
+        self._thread = threading.Thread(target=self._follow, name="shoal-projections", daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.catch_up()
+                self.last_error = None
+                backoff = 0.5
+            except Exception as exc:  # keep following; the error is logged and retried
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("projection batch failed; retrying in %.1fs", backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                self._reload_positions_quietly()
+                continue
+            self._wake.wait(self.poll_interval)
+
+    def _reload_positions_quietly(self) -> None:
+        try:
+            self._reload_positions()
+        except Exception:
+            log.exception("could not re-read projection positions")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop following; waits for the batch in progress to commit."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # -- rebuild and verify --------------------------------------------------------------
+
+    def rebuild(self) -> int:
+        """Drop every projection's tables and replay the whole log into them."""
+        with self.db.write() as cur:
+            for p in self.projections:
+                p.drop(cur)
+                p.create(cur)
+                cur.execute("UPDATE rm_tracking SET position = 0 WHERE projection = ?", (p.name,))
+                self._positions[p.name] = 0
+        self.watch.reset(0)
+        return self.catch_up()
+
+    def dump(self) -> dict[str, dict[str, list[Row]]]:
+        """Every projection's rows, for comparison."""
+        with self.db.read() as cur:
+            return {p.name: p.dump(cur) for p in self.projections}
+
+
+class _Overtaken(Exception):
+    """Another runner committed this batch first."""
+
+
+def diff(live: dict[str, dict[str, list[Row]]], rebuilt: dict[str, dict[str, list[Row]]]) -> list[str]:
+    """Human-readable differences between two dumps; empty when they are equal."""
+    lines: list[str] = []
+    for name in sorted(set(live) | set(rebuilt)):
+        for table in sorted(set(live.get(name, {})) | set(rebuilt.get(name, {}))):
+            a = set(live.get(name, {}).get(table, []))
+            b = set(rebuilt.get(name, {}).get(table, []))
+            lines += [f"{name}/{table}: only in live view:    {row!r}" for row in sorted(a - b, key=repr)]
+            lines += [f"{name}/{table}: only in rebuilt view: {row!r}" for row in sorted(b - a, key=repr)]
+    return lines

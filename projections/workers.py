@@ -1,0 +1,157 @@
+"""Worker list: every registered worker with its settings and health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from domain.workers import HealthStatus, Worker
+from projections.base import Projection, handles, iso
+from projections.sql import Cursor, Database, page
+
+
+class WorkerList(Projection):
+    """One row per registered worker."""
+
+    name = "workers"
+    tables = {  # noqa: RUF012
+        "rm_workers": (
+            "id TEXT PRIMARY KEY, name TEXT NOT NULL, pool_ids TEXT NOT NULL, "
+            "comms_style TEXT NOT NULL, endpoint TEXT, is_disabled INTEGER NOT NULL, "
+            "health_status TEXT NOT NULL, health_detail TEXT NOT NULL, last_seen TEXT, "
+            "machine_policy_id TEXT NOT NULL, capacity INTEGER NOT NULL, "
+            "running_steps INTEGER NOT NULL, registered TEXT NOT NULL"
+        )
+    }
+
+    @handles(Worker.Registered)
+    def _registered(self, e: Worker.Registered, position: int, cur: Cursor) -> None:
+        cur.execute(
+            "INSERT INTO rm_workers VALUES (?, ?, ?, ?, ?, 0, 'unknown', '', NULL, ?, ?, 0, ?)",
+            (
+                str(e.originator_id), e.name, _ids(e.pool_ids), e.comms_style.value, e.endpoint,
+                str(e.machine_policy_id), e.capacity, iso(e.timestamp),
+            ),
+        )
+
+    def _set(self, cur: Cursor, worker_id: Any, **values: Any) -> None:
+        columns = ", ".join(f"{k} = ?" for k in values)
+        cur.execute(
+            f"UPDATE rm_workers SET {columns} WHERE id = ?",  # noqa: S608 (our column names)
+            (*values.values(), str(worker_id)),
+        )
+
+    @handles(Worker.Renamed)
+    def _renamed(self, e: Worker.Renamed, position: int, cur: Cursor) -> None:
+        self._set(cur, e.originator_id, name=e.name)
+
+    @handles(Worker.PoolsChanged)
+    def _pools(self, e: Worker.PoolsChanged, position: int, cur: Cursor) -> None:
+        self._set(cur, e.originator_id, pool_ids=_ids(e.pool_ids))
+
+    @handles(Worker.Disabled, Worker.Enabled)
+    def _disabled(self, e: Worker.Event, position: int, cur: Cursor) -> None:
+        self._set(cur, e.originator_id, is_disabled=int(isinstance(e, Worker.Disabled)))
+
+    @handles(Worker.CapacityChanged)
+    def _capacity(self, e: Worker.CapacityChanged, position: int, cur: Cursor) -> None:
+        self._set(cur, e.originator_id, capacity=e.capacity)
+
+    @handles(Worker.PolicyChanged)
+    def _policy(self, e: Worker.PolicyChanged, position: int, cur: Cursor) -> None:
+        self._set(cur, e.originator_id, machine_policy_id=str(e.machine_policy_id))
+
+    @handles(Worker.HealthChecked)
+    def _health(self, e: Worker.HealthChecked, position: int, cur: Cursor) -> None:
+        if e.status is HealthStatus.UNAVAILABLE:
+            self._set(cur, e.originator_id, health_status=e.status.value, health_detail=e.detail)
+        else:
+            self._set(
+                cur, e.originator_id, health_status=e.status.value, health_detail=e.detail,
+                last_seen=iso(e.timestamp),
+            )
+
+    @handles(Worker.WentOffline)
+    def _offline(self, e: Worker.WentOffline, position: int, cur: Cursor) -> None:
+        self._set(
+            cur, e.originator_id, health_status=HealthStatus.UNAVAILABLE.value,
+            health_detail=e.detail,
+        )
+
+    @handles(Worker.CameOnline)
+    def _online(self, e: Worker.CameOnline, position: int, cur: Cursor) -> None:
+        # Coming back clears "unavailable"; the next health check says how healthy it is.
+        cur.execute(
+            "UPDATE rm_workers SET last_seen = ?, "
+            "health_detail = CASE WHEN health_status = 'unavailable' THEN '' ELSE health_detail END, "
+            "health_status = CASE WHEN health_status = 'unavailable' THEN 'unknown' "
+            "ELSE health_status END WHERE id = ?",
+            (iso(e.timestamp), str(e.originator_id)),
+        )
+
+    @handles(Worker.Deregistered)
+    def _deregistered(self, e: Worker.Deregistered, position: int, cur: Cursor) -> None:
+        cur.execute("DELETE FROM rm_workers WHERE id = ?", (str(e.originator_id),))
+
+
+def _ids(ids: tuple[Any, ...]) -> str:
+    return orjson.dumps([str(i) for i in ids]).decode()
+
+
+_COLUMNS = (
+    "id, name, pool_ids, comms_style, endpoint, is_disabled, health_status, health_detail, "
+    "last_seen, machine_policy_id, capacity, running_steps, registered"
+)
+
+
+def _worker(row: tuple[Any, ...]) -> dict[str, Any]:
+    keys = [c.strip() for c in _COLUMNS.split(",")]
+    out = dict(zip(keys, row, strict=True))
+    out["pool_ids"] = orjson.loads(out["pool_ids"])
+    out["is_disabled"] = bool(out["is_disabled"])
+    return out
+
+
+def list_workers(
+    db: Database,
+    *,
+    pool: str | None = None,
+    health: str | None = None,
+    comms_style: str | None = None,
+    name: str | None = None,
+    skip: int = 0,
+    take: int = 100,
+) -> tuple[list[dict[str, Any]], int]:
+    """Workers matching every filter given, by name; and how many match in all.
+    ``name`` matches case-insensitively anywhere in the name."""
+    where, params = [], []
+    if pool is not None:
+        where.append("pool_ids LIKE ?")
+        params.append(f'%"{pool}"%')
+    if health is not None:
+        where.append("health_status = ?")
+        params.append(health)
+    if comms_style is not None:
+        where.append("comms_style = ?")
+        params.append(comms_style)
+    if name is not None:
+        where.append("lower(name) LIKE ?")
+        params.append(f"%{name.lower()}%")
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    with db.read() as cur:
+        cur.execute(f"SELECT COUNT(*) FROM rm_workers{clause}", params)  # noqa: S608
+        total = cur.fetchone()[0]  # type: ignore[index]
+        sql, paging = page(
+            f"SELECT {_COLUMNS} FROM rm_workers{clause} ORDER BY lower(name), id", skip, take  # noqa: S608
+        )
+        cur.execute(sql, (*params, *paging))
+        return [_worker(r) for r in cur.fetchall()], total
+
+
+def get_worker(db: Database, worker_id: str) -> dict[str, Any] | None:
+    """One worker's row, or None."""
+    with db.read() as cur:
+        cur.execute(f"SELECT {_COLUMNS} FROM rm_workers WHERE id = ?", (worker_id,))  # noqa: S608
+        row = cur.fetchone()
+        return None if row is None else _worker(row)
