@@ -70,3 +70,11 @@ def list_policies(
         sql, params = page(f"SELECT {_COLUMNS} FROM rm_policies ORDER BY lower(name), id", skip, take)
         cur.execute(sql, params)
         return [_policy(r) for r in cur.fetchall()], total
+
+
+def get_policy(db: Database, policy_id: str) -> dict[str, Any] | None:
+    """One policy's row, or None."""
+    with db.read() as cur:
+        cur.execute(f"SELECT {_COLUMNS} FROM rm_policies WHERE id = ?", (policy_id,))  # noqa: S608
+        row = cur.fetchone()
+        return None if row is None else _policy(row)

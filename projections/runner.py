@@ -194,8 +194,8 @@ class ProjectionRunner:
 
     # -- rebuild and verify --------------------------------------------------------------
 
-    def rebuild(self) -> int:
-        """Drop every projection's tables and replay the whole log into them."""
+    def reset(self) -> None:
+        """Empty every projection and set it back to position 0, in one transaction."""
         with self.db.write() as cur:
             for p in self.projections:
                 p.drop(cur)
@@ -203,6 +203,10 @@ class ProjectionRunner:
                 cur.execute("UPDATE rm_tracking SET position = 0 WHERE projection = ?", (p.name,))
                 self._positions[p.name] = 0
         self.watch.reset(0)
+
+    def rebuild(self) -> int:
+        """Drop every projection's tables and replay the whole log into them."""
+        self.reset()
         return self.catch_up()
 
     def dump(self) -> dict[str, dict[str, list[Row]]]:

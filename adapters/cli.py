@@ -1,0 +1,87 @@
+"""`shoal`: the command line. Exit codes: 0 ok, 1 task failed, 2 bad usage or input,
+3 server or store unreachable / unauthorised."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line, with exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535, got {value}")
+    return value
+
+
+def build_parser() -> Parser:
+    """The whole command tree."""
+    parser = Parser(prog="shoal", description="Shoal: an event-sourced worker orchestrator.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    server = commands.add_parser("server", help="run the server", description="Run the server.")
+    server.add_argument("--data-dir", type=Path, help="where data lives (default ./.shoal)")
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    server.add_argument("--port", type=_port, default=8000, help="port (0 picks a free one)")
+    server.add_argument(
+        "--database-url", help="postgresql://… (default: SQLite in the data folder; "
+        "also SHOAL_DATABASE_URL)",
+    )
+    server.add_argument(
+        "--task-cap", type=_positive, default=5, help="tasks this node runs at once"
+    )
+    server.add_argument("--node-name", help="this node's name (default: the host name)")
+    server.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+
+    replay = commands.add_parser(
+        "replay",
+        help="rebuild every read model from the event log",
+        description="Rebuild every projection from position 0. With --verify, build them "
+        "aside and compare with the live ones instead; exit 1 and print the difference "
+        "when they differ.",
+    )
+    where = replay.add_mutually_exclusive_group()
+    where.add_argument("--data-dir", type=Path, help="the server's data folder")
+    where.add_argument("--database-url", help="postgresql://… (also SHOAL_DATABASE_URL)")
+    replay.add_argument("--verify", action="store_true", help="compare, do not replace")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "server":
+            from adapters.server import run_server
+
+            return run_server(args)
+        if args.command == "replay":
+            from adapters.replay import run_replay
+
+            return run_replay(args)
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The FastAPI application: routers, error table, limits, and the server's lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from adapters.bootstrap import ServerContainer
+from adapters.http.errors import install_error_handlers
+from adapters.http.limits import BodyLimit
+from adapters.http.routers import events, health, keys, policies, pools, workers
+
+log = logging.getLogger("shoal.server")
+
+
+def announce_admin_key(key: str, path: str) -> None:
+    """Print the first-start key once, where the operator running the server sees it."""
+    print(  # noqa: T201 (this is the one time the key is shown)
+        "\n"
+        "  Shoal is installed. Administrator API key (shown once):\n\n"
+        f"    {key}\n\n"
+        f"  It is also in {path} (mode 0600).\n",
+        flush=True,
+    )
+
+
+def create_app(container: ServerContainer) -> FastAPI:
+    """An app bound to ``container``; starting it (lifespan) starts the container."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        key = container.start()
+        if key is not None:
+            announce_admin_key(key, str(container.settings.admin_key_file))
+        app.state.container = container
+        log.info("ready", extra={"position": container.runner.watch.position})
+        try:
+            yield
+        finally:
+            container.stop()
+
+    app = FastAPI(
+        title="Shoal",
+        version="0.1.0",
+        description="Event-sourced orchestrator for deployment workers.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (health, pools, workers, policies, keys, events):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=container.settings.max_body_bytes)
+    return app

@@ -1,0 +1,167 @@
+"""/api/workers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
+
+from adapters.http.deps import App, Container, Views, require, wait_for
+from adapters.http.schemas import Page, Request, Skip, Take, not_found, parse_id, position_header
+from domain.actors import Actor
+from domain.app import Shoal
+from domain.errors import NotFound, Rejected
+from domain.keys import Permission
+from domain.workers import DEFAULT_CAPACITY, CommsStyle, HealthStatus
+from projections.workers import get_worker, list_workers
+
+router = APIRouter(prefix="/api/workers", tags=["workers"])
+
+CanView = Annotated[Actor, Depends(require(Permission.WORKER_VIEW))]
+CanConfigure = Annotated[Actor, Depends(require(Permission.CONFIGURE_SERVER))]
+
+
+class WorkerOut(BaseModel):
+    """A worker as the API shows it."""
+
+    id: str
+    name: str
+    pool_ids: list[str]
+    comms_style: CommsStyle
+    endpoint: str | None
+    is_disabled: bool
+    health_status: HealthStatus
+    health_detail: str
+    last_seen: str | None
+    machine_policy_id: str
+    capacity: int
+    running_steps: int
+    registered: str
+
+
+class WorkerCreate(Request):
+    """Register a worker record."""
+
+    name: StrictStr
+    pool_ids: list[StrictStr] = Field(min_length=1, description="Pool ids or names")
+    comms_style: CommsStyle
+    endpoint: StrictStr | None = None
+    machine_policy_id: StrictStr | None = Field(None, description="Policy id or name")
+    capacity: StrictInt = DEFAULT_CAPACITY
+
+
+class WorkerPatch(Request):
+    """Fields to change; absent fields stay as they are."""
+
+    name: StrictStr | None = None
+    pool_ids: list[StrictStr] | None = Field(None, min_length=1)
+    is_disabled: StrictBool | None = None
+    capacity: StrictInt | None = None
+    machine_policy_id: StrictStr | None = None
+
+
+def _pool_ids(app: Shoal, refs: list[str]) -> tuple[UUID, ...]:
+    ids = []
+    for ref in refs:
+        try:
+            ids.append(app.resolve_pool(ref).id)
+        except NotFound:
+            raise Rejected(f"worker pool {ref!r} does not exist") from None
+    return tuple(ids)
+
+
+def _policy_id(app: Shoal, ref: str | None) -> UUID | None:
+    if ref is None:
+        return None
+    try:
+        return app.resolve_policy(ref).id
+    except NotFound:
+        raise Rejected(f"machine policy {ref!r} does not exist") from None
+
+
+def _read(views: Any, worker_id: str) -> WorkerOut:
+    row = get_worker(views, worker_id)
+    if row is None:
+        raise not_found("worker", worker_id)
+    return WorkerOut(**row)
+
+
+@router.get("", response_model=Page[WorkerOut])
+def list_(
+    app: App,
+    views: Views,
+    _: CanView,
+    pool: str | None = None,
+    health: HealthStatus | None = None,
+    comms_style: CommsStyle | None = None,
+    name: str | None = None,
+    skip: Skip = 0,
+    take: Take = 100,
+) -> Page[WorkerOut]:
+    """Workers by name, filtered by pool (id or name), health, comms style, name part."""
+    pool_id = str(app.resolve_pool(pool).id) if pool is not None else None
+    rows, total = list_workers(
+        views,
+        pool=pool_id,
+        health=health.value if health else None,
+        comms_style=comms_style.value if comms_style else None,
+        name=name,
+        skip=skip,
+        take=take,
+    )
+    return Page[WorkerOut](items=[WorkerOut(**r) for r in rows], total=total)
+
+
+@router.post("", status_code=201, response_model=WorkerOut)
+def register(
+    body: WorkerCreate, app: App, container: Container, actor: CanConfigure, response: Response
+) -> WorkerOut:
+    """Register a worker in one or more pools; 409 when the name is taken, 422 when a
+    pool or the policy does not exist."""
+    saved = app.register_worker(
+        name=body.name,
+        pool_ids=_pool_ids(app, body.pool_ids),
+        comms_style=body.comms_style,
+        endpoint=body.endpoint,
+        machine_policy_id=_policy_id(app, body.machine_policy_id),
+        capacity=body.capacity,
+        actor=actor,
+    )
+    wait_for(container, saved.position)
+    response.headers.update(position_header(saved.position))
+    return _read(container.views, str(saved.aggregate.id))
+
+
+@router.get("/{worker_id}", response_model=WorkerOut)
+def get(worker_id: str, views: Views, _: CanView) -> WorkerOut:
+    """One worker."""
+    return _read(views, str(parse_id(worker_id, "worker")))
+
+
+@router.patch("/{worker_id}", response_model=WorkerOut)
+def patch(
+    worker_id: str, body: WorkerPatch, app: App, container: Container, actor: CanConfigure,
+    response: Response,
+) -> WorkerOut:
+    """Change a worker's name, pools, enabled flag, capacity or policy."""
+    saved = app.update_worker(
+        parse_id(worker_id, "worker"),
+        name=body.name,
+        pool_ids=_pool_ids(app, body.pool_ids) if body.pool_ids is not None else None,
+        is_disabled=body.is_disabled,
+        capacity=body.capacity,
+        machine_policy_id=_policy_id(app, body.machine_policy_id),
+        actor=actor,
+    )
+    wait_for(container, saved.position)
+    response.headers.update(position_header(saved.position))
+    return _read(container.views, str(saved.aggregate.id))
+
+
+@router.delete("/{worker_id}", status_code=204)
+def delete(worker_id: str, app: App, actor: CanConfigure) -> Response:
+    """Deregister a worker: it leaves its pools and its name is free again."""
+    position = app.deregister_worker(parse_id(worker_id, "worker"), actor=actor)
+    return Response(status_code=204, headers=position_header(position))

@@ -1,0 +1,78 @@
+"""`shoal server`: bind, build, serve, shut down cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+
+from adapters.settings import Settings
+
+log = logging.getLogger("shoal.server")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_server(args: argparse.Namespace) -> int:
+    """Run until SIGINT/SIGTERM. Exit 2 when the address cannot be used, 3 when the
+    event store cannot be reached."""
+    from adapters import logs
+
+    logs.configure(args.log_level)
+    settings = Settings.from_env(
+        data_dir=args.data_dir,
+        host=args.host,
+        port=args.port,
+        database_url=args.database_url,
+        task_cap=args.task_cap,
+        node_name=args.node_name,
+    )
+    try:
+        sock = _bind(settings.host, settings.port)
+    except OSError as exc:
+        print(f"shoal server: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+              file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    from adapters.bootstrap import build_server
+    from adapters.http.app import create_app
+    from adapters.store import StoreUnavailable
+
+    try:
+        container = build_server(settings)
+    except StoreUnavailable as exc:
+        sock.close()
+        print(f"shoal server: {exc}", file=sys.stderr)
+        return 3
+    host, port = sock.getsockname()[:2]
+    log.info(
+        "starting",
+        extra={
+            "url": f"http://{host}:{port}",
+            "store": "postgresql" if settings.database_url else "sqlite",
+            "data_dir": str(settings.data_dir),
+            "node": settings.node_name,
+        },
+    )
+    config = uvicorn.Config(
+        create_app(container),
+        log_config=None,
+        access_log=True,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    log.info("stopped")
+    return 0 if server.started else 3
