@@ -47,14 +47,14 @@ class PostgresTarget:
         parts = urlsplit(url)
         if parts.scheme not in ("postgresql", "postgres"):
             raise ValueError("database URL must start with postgresql://")
-        query = parse_qs(parts.query)
+        schemas = parse_qs(parts.query).get("schema")
         return cls(
             host=parts.hostname or "127.0.0.1",
             port=parts.port or 5432,
             dbname=unquote(parts.path.lstrip("/")) or "postgres",
             user=unquote(parts.username or "postgres"),
             password=unquote(parts.password or ""),
-            schema=(query.get("schema") or [None])[0],
+            schema=schemas[0] if schemas else None,
         )
 
     @property
@@ -267,8 +267,10 @@ class PostgresViews:
     @contextmanager
     def read(self) -> Iterator[_PgCursor]:
         """A read-only snapshot (REPEATABLE READ, so several queries agree)."""
+        from psycopg import IsolationLevel
+
         with self.pool.connection() as conn:
-            conn.isolation_level = 3  # REPEATABLE READ
+            conn.isolation_level = IsolationLevel.REPEATABLE_READ
             try:
                 with conn.transaction(), conn.cursor() as cur:
                     cur.execute("SET TRANSACTION READ ONLY")

@@ -83,7 +83,7 @@ class AuditPage:
 
 
 def read_events(
-    db: Database, *, after: int = 0, limit: int = 100, type: str | None = None  # noqa: A002
+    db: Database, *, after: int = 0, limit: int = 100, type: str | None = None
 ) -> AuditPage:
     """Events after position ``after``, oldest first, optionally of one type."""
     params: list[Any] = [after]
@@ -94,7 +94,7 @@ def read_events(
     with db.read() as cur:
         cur.execute(
             "SELECT position, type, aggregate_id, aggregate_version, timestamp, actor, data "
-            f"FROM rm_audit WHERE {clause} ORDER BY position LIMIT ?",  # noqa: S608
+            f"FROM rm_audit WHERE {clause} ORDER BY position LIMIT ?",
             (*params, limit + 1),
         )
         rows = cur.fetchall()

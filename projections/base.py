@@ -30,10 +30,13 @@ class Projection:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        # Inherited handlers count too (a subclass that only bumps ``version`` must still
+        # handle every event); a method overridden by name replaces its parent's.
         cls._handlers = {}
-        for attr in list(vars(cls).values()):
-            for event_class in getattr(attr, "_handles", ()):
-                cls._handlers[event_class] = attr
+        for klass in reversed(cls.__mro__):
+            for attr_name, attr in list(vars(klass).items()):
+                for event_class in getattr(attr, "_handles", ()):
+                    cls._handlers[event_class] = getattr(cls, attr_name)
 
     def handler_for(self, event_class: type) -> Handler | None:
         """The handler for an event class (looked up once per class and cached)."""
@@ -69,7 +72,7 @@ class Projection:
         """Every row of every table in a stable order, to compare two builds."""
         out: dict[str, list[Row]] = {}
         for table in self.tables:
-            cur.execute(f"SELECT * FROM {table}")  # noqa: S608 (table names are ours)
+            cur.execute(f"SELECT * FROM {table}")
             out[table] = sorted(cur.fetchall(), key=repr)
         return out
 

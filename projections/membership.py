@@ -52,7 +52,7 @@ class Membership(Projection):
 
     def _set(self, cur: Cursor, worker_id: Any, column: str, value: Any) -> None:
         cur.execute(
-            f"UPDATE rm_pool_members SET {column} = ? WHERE worker_id = ?",  # noqa: S608
+            f"UPDATE rm_pool_members SET {column} = ? WHERE worker_id = ?",
             (value, str(worker_id)),
         )
 

@@ -66,7 +66,7 @@ def list_policies(
     """Policies by name; and how many there are in all."""
     with db.read() as cur:
         cur.execute("SELECT COUNT(*) FROM rm_policies")
-        total = cur.fetchone()[0]  # type: ignore[index]
+        total = cur.fetchone()[0]
         sql, params = page(f"SELECT {_COLUMNS} FROM rm_policies ORDER BY lower(name), id", skip, take)
         cur.execute(sql, params)
         return [_policy(r) for r in cur.fetchall()], total
@@ -75,6 +75,6 @@ def list_policies(
 def get_policy(db: Database, policy_id: str) -> dict[str, Any] | None:
     """One policy's row, or None."""
     with db.read() as cur:
-        cur.execute(f"SELECT {_COLUMNS} FROM rm_policies WHERE id = ?", (policy_id,))  # noqa: S608
+        cur.execute(f"SELECT {_COLUMNS} FROM rm_policies WHERE id = ?", (policy_id,))
         row = cur.fetchone()
         return None if row is None else _policy(row)

@@ -76,7 +76,7 @@ def list_pools(db: Database, skip: int = 0, take: int = 100) -> tuple[list[dict[
     """Pools by sort order, then name; and how many there are in all."""
     with db.read() as cur:
         cur.execute("SELECT COUNT(*) FROM rm_pools")
-        total = cur.fetchone()[0]  # type: ignore[index]
+        total = cur.fetchone()[0]
         sql, params = page(
             f"SELECT {_COLUMNS} FROM rm_pools ORDER BY sort_order, lower(name), id", skip, take
         )
@@ -87,6 +87,6 @@ def list_pools(db: Database, skip: int = 0, take: int = 100) -> tuple[list[dict[
 def get_pool(db: Database, pool_id: str) -> dict[str, Any] | None:
     """One pool's row, or None."""
     with db.read() as cur:
-        cur.execute(f"SELECT {_COLUMNS} FROM rm_pools WHERE id = ?", (pool_id,))  # noqa: S608
+        cur.execute(f"SELECT {_COLUMNS} FROM rm_pools WHERE id = ?", (pool_id,))
         row = cur.fetchone()
         return None if row is None else _pool(row)

@@ -38,7 +38,7 @@ class WorkerList(Projection):
     def _set(self, cur: Cursor, worker_id: Any, **values: Any) -> None:
         columns = ", ".join(f"{k} = ?" for k in values)
         cur.execute(
-            f"UPDATE rm_workers SET {columns} WHERE id = ?",  # noqa: S608 (our column names)
+            f"UPDATE rm_workers SET {columns} WHERE id = ?",
             (*values.values(), str(worker_id)),
         )
 
@@ -140,10 +140,10 @@ def list_workers(
         params.append(f"%{name.lower()}%")
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     with db.read() as cur:
-        cur.execute(f"SELECT COUNT(*) FROM rm_workers{clause}", params)  # noqa: S608
-        total = cur.fetchone()[0]  # type: ignore[index]
+        cur.execute(f"SELECT COUNT(*) FROM rm_workers{clause}", params)
+        total = cur.fetchone()[0]
         sql, paging = page(
-            f"SELECT {_COLUMNS} FROM rm_workers{clause} ORDER BY lower(name), id", skip, take  # noqa: S608
+            f"SELECT {_COLUMNS} FROM rm_workers{clause} ORDER BY lower(name), id", skip, take
         )
         cur.execute(sql, (*params, *paging))
         return [_worker(r) for r in cur.fetchall()], total
@@ -152,6 +152,6 @@ def list_workers(
 def get_worker(db: Database, worker_id: str) -> dict[str, Any] | None:
     """One worker's row, or None."""
     with db.read() as cur:
-        cur.execute(f"SELECT {_COLUMNS} FROM rm_workers WHERE id = ?", (worker_id,))  # noqa: S608
+        cur.execute(f"SELECT {_COLUMNS} FROM rm_workers WHERE id = ?", (worker_id,))
         row = cur.fetchone()
         return None if row is None else _worker(row)

@@ -18,7 +18,7 @@ log = logging.getLogger("shoal.server")
 
 def announce_admin_key(key: str, path: str) -> None:
     """Print the first-start key once, where the operator running the server sees it."""
-    print(  # noqa: T201 (this is the one time the key is shown)
+    print(
         "\n"
         "  Shoal is installed. Administrator API key (shown once):\n\n"
         f"    {key}\n\n"

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+from eventsourcing.persistence import RecordConflictError
+
 from domain.actors import SYSTEM, Actor
 from domain.app.base import CommandsBase, Saved, command
 from domain.app.keys import KeyCommands
+from domain.app.policies import DEFAULT_INTERVAL_S, POLICY
+from domain.app.pools import POOL
 from domain.app.workers import WorkerCommands
 from domain.installation import INSTALLATION_ID, Installation
 from domain.keys import Permission
 from domain.policies import DEFAULT_HEALTH_SCRIPT, DEFAULT_POLICY_NAME, CleanUp, Connectivity
 from domain.pools import WorkerPool
-from eventsourcing.persistence import RecordConflictError
-
-from domain.app.policies import DEFAULT_INTERVAL_S, POLICY
-from domain.app.pools import POOL
 
 DEFAULT_POOL_NAME = "Default Worker Pool"
 ADMIN_KEY_NAME = "Administrator (created at install)"

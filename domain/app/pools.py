@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from uuid import UUID, uuid4
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
 
 from domain.actors import Actor
 from domain.app.base import CommandsBase, Saved, command
@@ -67,7 +69,7 @@ class PoolCommands(CommandsBase):
     ) -> Saved[WorkerPool]:
         """Change any of a pool's fields; fields left as None stay as they are."""
         pool = self.get_pool(pool_id)
-        to_save: list[object] = []
+        to_save: list[Aggregate] = []
         if name is not None:
             name = clean_name(name, "pool name")
             to_save += self._rename(POOL, pool.name, name, pool.id, actor)
@@ -84,7 +86,7 @@ class PoolCommands(CommandsBase):
             raise Conflict(
                 "there is always one default pool: make another pool the default instead"
             )
-        return Saved(pool, self._save(pool, *to_save))  # type: ignore[arg-type]
+        return Saved(pool, self._save(pool, *to_save))
 
     @command
     def delete_pool(self, pool_id: UUID, *, actor: Actor) -> int:
@@ -94,7 +96,7 @@ class PoolCommands(CommandsBase):
         index = self._release_name(POOL, pool.name, actor)
         return self._save(pool, index)
 
-    def _move_default(self, pool: WorkerPool, actor: Actor) -> list[object]:
+    def _move_default(self, pool: WorkerPool, actor: Actor) -> list[Aggregate]:
         installation = self._get(Installation, INSTALLATION_ID, "installation")
         if installation.default_pool_id == pool.id:
             return []

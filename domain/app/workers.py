@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from eventsourcing.domain import Aggregate
+
 from domain.actors import Actor
-from domain.app.pools import PoolCommands
-from domain.app.policies import PolicyCommands
 from domain.app.base import Saved, command
+from domain.app.policies import PolicyCommands
+from domain.app.pools import PoolCommands
 from domain.errors import NotFound, Rejected
 from domain.pools import WorkerPool
 from domain.rules import check_capacity, clean_name
@@ -86,7 +88,7 @@ class WorkerCommands(PoolCommands, PolicyCommands):
     ) -> Saved[Worker]:
         """Change any of a worker's settings; fields left as None stay as they are."""
         worker = self.get_worker(worker_id)
-        to_save: list[object] = []
+        to_save: list[Aggregate] = []
         if name is not None:
             name = clean_name(name, "worker name")
             to_save += self._rename(WORKER, worker.name, name, worker.id, actor)
@@ -110,7 +112,7 @@ class WorkerCommands(PoolCommands, PolicyCommands):
             worker.disable(actor)
         elif is_disabled is False:
             worker.enable(actor)
-        return Saved(worker, self._save(worker, *to_save))  # type: ignore[arg-type]
+        return Saved(worker, self._save(worker, *to_save))
 
     @command
     def deregister_worker(self, worker_id: UUID, *, actor: Actor) -> int:

@@ -49,7 +49,7 @@ def list_(
     _: CanAdminister,
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    type: str | None = None,  # noqa: A002 (the contract's name)
+    type: str | None = None,
 ) -> EventPage:
     """The audit log after position `after`, optionally of one event type
     (e.g. `WorkerPool.Created`)."""
