@@ -1,0 +1,215 @@
+"""What the query functions answer after a realistic run of commands, on each engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import orjson
+import pytest
+
+from domain.app import DEFAULT_POOL_NAME, Shoal
+from domain.keys import Permission
+from domain.policies import DEFAULT_POLICY_NAME
+from domain.workers import CommsStyle, HealthStatus
+from projections.audit import REDACTED, read_events
+from projections.membership import members_of
+from projections.policies import list_policies
+from projections.pools import get_pool, list_pools
+from projections.runner import ProjectionRunner
+from projections.workers import get_worker, list_workers
+from tests.helpers import TESTER
+from tests.integration.conftest import Views
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Scene:
+    app: Shoal
+    views: Views
+    alpha: UUID
+    beta: UUID
+    default: UUID
+    workers: dict[str, UUID]
+    key_id: UUID
+    installed_at: int
+
+
+@pytest.fixture
+def scene(app: Shoal, views: Views, new_runner: Callable[..., ProjectionRunner]) -> Scene:
+    """Pools alpha (1 member) and beta (2), one worker moved, one renamed and disabled,
+    one healthy, one deregistered from the default pool, a policy and a key."""
+    installed_at = app.recorder.max_notification_id() or 0
+    alpha = app.create_pool(name="Alpha", sort_order=1, actor=TESTER).aggregate.id
+    beta = app.create_pool(name="beta", description="second", sort_order=2, actor=TESTER)
+    beta_id = beta.aggregate.id
+    default = app.default_pool_id()
+    fast = app.create_policy(name="Fast checks", health_check_interval_s=60, actor=TESTER)
+
+    def register(name: str, pools: tuple[UUID, ...], style: CommsStyle) -> UUID:
+        return app.register_worker(
+            name=name, pool_ids=pools, comms_style=style, actor=TESTER,
+            endpoint="https://10.0.0.9:10933" if style is CommsStyle.LISTENING else None,
+        ).aggregate.id
+
+    workers = {
+        "web-1": register("web-1", (alpha,), CommsStyle.LISTENING),
+        "Web-2": register("Web-2", (alpha, beta_id), CommsStyle.POLLING),
+        "db-1": register("db-1", (beta_id,), CommsStyle.SSH),
+        "temp": register("temp", (default,), CommsStyle.POLLING),
+    }
+    app.update_worker(workers["Web-2"], pool_ids=(beta_id,), actor=TESTER)
+    app.update_worker(
+        workers["db-1"], name="db-primary", is_disabled=True, capacity=2,
+        machine_policy_id=fast.aggregate.id, actor=TESTER,
+    )
+    healthy = app.get_worker(workers["web-1"])
+    healthy.record_health(HealthStatus.HEALTHY, "disk space free: 80%", TESTER)
+    app.save(healthy)
+    app.deregister_worker(workers["temp"], actor=TESTER)
+    (key, _text) = app.create_key(name="ci", permissions=(Permission.TASK_CREATE,), actor=TESTER)
+
+    runner = new_runner(app, views)
+    runner.setup()
+    runner.catch_up()
+    assert runner.position == app.recorder.max_notification_id()
+    return Scene(app, views, alpha, beta_id, default, workers, key.aggregate.id, installed_at)
+
+
+def names(rows: list[dict[str, Any]]) -> list[str]:
+    return [r["name"] for r in rows]
+
+
+def test_pools_are_listed_in_sort_order_with_member_counts(scene: Scene) -> None:
+    pools, total = list_pools(scene.views)
+    assert total == 3
+    assert [(p["name"], p["worker_count"], p["is_default"]) for p in pools] == [
+        (DEFAULT_POOL_NAME, 0, True),
+        ("Alpha", 1, False),
+        ("beta", 2, False),
+    ]
+    beta = get_pool(scene.views, str(scene.beta))
+    assert beta is not None and beta["description"] == "second" and beta["sort_order"] == 2
+    assert get_pool(scene.views, "no-such-pool") is None
+    page, total = list_pools(scene.views, skip=1, take=1)
+    assert (names(page), total) == (["Alpha"], 3)
+
+
+def test_workers_filter_by_pool_health_style_and_name(scene: Scene) -> None:
+    everyone, total = list_workers(scene.views)
+    assert (names(everyone), total) == (["db-primary", "web-1", "Web-2"], 3)
+
+    in_beta, total = list_workers(scene.views, pool=str(scene.beta))
+    assert (names(in_beta), total) == (["db-primary", "Web-2"], 2)
+    in_alpha, _ = list_workers(scene.views, pool=str(scene.alpha))
+    assert names(in_alpha) == ["web-1"]
+    assert list_workers(scene.views, pool=str(scene.default)) == ([], 0)
+
+    healthy, _ = list_workers(scene.views, health="healthy")
+    assert names(healthy) == ["web-1"]
+    assert healthy[0]["health_detail"] == "disk space free: 80%"
+    assert healthy[0]["last_seen"] is not None
+    unknown, _ = list_workers(scene.views, health="unknown")
+    assert names(unknown) == ["db-primary", "Web-2"]
+
+    ssh, _ = list_workers(scene.views, comms_style="ssh")
+    assert names(ssh) == ["db-primary"]
+    assert ssh[0]["is_disabled"] is True and ssh[0]["capacity"] == 2
+
+    by_name, total = list_workers(scene.views, name="WEB")
+    assert (names(by_name), total) == (["web-1", "Web-2"], 2)
+    both, _ = list_workers(scene.views, name="web", comms_style="polling")
+    assert names(both) == ["Web-2"]
+
+
+def test_workers_page_with_skip_and_take_and_report_the_total(scene: Scene) -> None:
+    first, total = list_workers(scene.views, take=2)
+    rest, total_again = list_workers(scene.views, skip=2, take=2)
+    assert (names(first), names(rest)) == (["db-primary", "web-1"], ["Web-2"])
+    assert total == total_again == 3
+    assert list_workers(scene.views, skip=10) == ([], 3)
+
+
+def test_one_worker_row_has_its_settings(scene: Scene) -> None:
+    row = get_worker(scene.views, str(scene.workers["db-1"]))
+    assert row is not None
+    assert row["pool_ids"] == [str(scene.beta)]
+    assert row["machine_policy_id"] == str(scene.app.resolve_policy("Fast checks").id)
+    assert row["endpoint"] is None and row["comms_style"] == "ssh"
+    assert get_worker(scene.views, str(scene.workers["temp"])) is None
+
+
+def test_members_of_a_pool_carry_what_routing_needs(scene: Scene) -> None:
+    members = members_of(scene.views, str(scene.beta))
+    by_name = {m["worker_name"]: m for m in members}
+    assert set(by_name) == {"db-primary", "Web-2"}
+    assert by_name["db-primary"] == {
+        "worker_id": str(scene.workers["db-1"]), "worker_name": "db-primary",
+        "health_status": "unknown", "is_disabled": True, "capacity": 2,
+    }
+    assert by_name["Web-2"]["is_disabled"] is False
+    assert [m["worker_name"] for m in members_of(scene.views, str(scene.alpha))] == ["web-1"]
+    assert members_of(scene.views, str(scene.alpha))[0]["health_status"] == "healthy"
+    assert members_of(scene.views, str(scene.default)) == []
+
+
+def test_policies_are_listed_by_name(scene: Scene) -> None:
+    policies, total = list_policies(scene.views)
+    assert total == 2
+    assert names(policies) == [DEFAULT_POLICY_NAME, "Fast checks"]
+    fast = policies[1]
+    assert fast["health_check_interval_s"] == 60
+    assert (fast["connectivity"], fast["cleanup"], fast["cleanup_after_s"]) == (
+        "expected_online", "keep", None,
+    )
+
+
+def test_the_audit_log_pages_in_log_order_with_actors(scene: Scene) -> None:
+    everything = read_events(scene.views, limit=10_000)
+    positions = [e["position"] for e in everything.items]
+    assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    assert everything.next is None
+    assert len(positions) == len(scene.app.recorder.select_notifications(start=0, limit=10_000))
+    assert everything.items[0]["type"] == "Installation.Installed"
+    assert everything.items[0]["actor"]["kind"] == "system"
+    for entry in everything.items:
+        installing = entry["position"] <= scene.installed_at
+        assert entry["actor"]["kind"] == ("system" if installing else "user")
+        assert installing or entry["actor"] == TESTER.as_dict()
+
+    # Pages of 5 joined up give the same events; the last page has no ``next``.
+    seen: list[int] = []
+    after = 0
+    while True:
+        page = read_events(scene.views, after=after, limit=5)
+        assert len(page.items) <= 5
+        seen += [e["position"] for e in page.items]
+        if page.next is None:
+            break
+        assert page.next == page.items[-1]["position"]
+        after = page.next
+    assert seen == positions
+
+    later = read_events(scene.views, after=positions[3], limit=2)
+    assert [e["position"] for e in later.items] == positions[4:6]
+    assert later.next == positions[5]
+
+
+def test_the_audit_log_filters_by_type_and_never_holds_a_key_hash(scene: Scene) -> None:
+    renamed = read_events(scene.views, type="Worker.Renamed").items
+    assert [(e["aggregate_id"], e["data"]) for e in renamed] == [
+        (str(scene.workers["db-1"]), {"name": "db-primary"})
+    ]
+    keys = read_events(scene.views, type="ApiKey.Created").items
+    assert [e["data"]["name"] for e in keys] == ["Administrator (created at install)", "ci"]
+    assert keys[1]["aggregate_id"] == str(scene.key_id)
+    whole_log = orjson.dumps(read_events(scene.views, limit=10_000).items).decode()
+    for entry in keys:
+        assert entry["data"]["secret_hash"] == REDACTED
+        secret_hash = scene.app.aggregate_state(UUID(entry["aggregate_id"])).secret_hash
+        assert len(secret_hash) == 64
+        assert secret_hash not in whole_log
+    assert keys[1]["data"]["permissions"] == ["TaskCreate"]
