@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
+import signal
 import socket
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 from adapters.settings import Settings
 
@@ -20,6 +25,32 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def _quiet_server(config: Any) -> Any:
+    """uvicorn's Server, but signals only set flags: the first SIGINT/SIGTERM starts a
+    graceful shutdown, a second forces it, and the process then exits 0 on its own
+    instead of re-raising the signal."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.request_exit)
+            try:
+                yield
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+
+        def request_exit(self) -> None:
+            if self.should_exit:
+                self.force_exit = True
+            self.should_exit = True
+
+    return Server(config)
 
 
 def run_server(args: argparse.Namespace) -> int:
@@ -72,7 +103,7 @@ def run_server(args: argparse.Namespace) -> int:
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
-    server = uvicorn.Server(config)
+    server = _quiet_server(config)
     server.run(sockets=[sock])
     log.info("stopped")
     return 0 if server.started else 3

@@ -1,0 +1,30 @@
+"""A real `shoal server` process per test module and back end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.server import ServerProcess, drop_schema, schema_url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A running server on SQLite, then on PostgreSQL (a schema of its own)."""
+    data_dir: Path = tmp_path_factory.mktemp("shoal")
+    database_url = None
+    base = None
+    if request.param == "postgres":
+        base = request.getfixturevalue("pg_url")
+        database_url = schema_url(base)
+    proc = ServerProcess(data_dir, database_url).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        if base and database_url:
+            drop_schema(base, database_url)
