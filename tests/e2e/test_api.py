@@ -130,7 +130,8 @@ def test_permissions_and_keys(server: ServerProcess) -> None:
 
 def test_audit_log_names_the_actor_and_hides_secrets(server: ServerProcess) -> None:
     with server.client() as admin:
-        key = admin.post("/api/api-keys", json={"name": rid("ops"), "permissions": ["ConfigureServer"]}).json()
+        body = {"name": rid("ops"), "permissions": ["ConfigureServer"]}
+        key = admin.post("/api/api-keys", json=body).json()
     with server.client(key["key"]) as ops:
         pool = ops.post("/api/worker-pools", json={"name": rid("audited")}).json()
     with server.client() as admin:
