@@ -91,7 +91,10 @@ def app_env(data_dir: Path, database_url: str | None) -> dict[str, str]:
         "POSTGRES_USER": pg.user,
         "POSTGRES_PASSWORD": pg.password,
         "POSTGRES_CONNECT_TIMEOUT": "5",
-        "POSTGRES_POOL_SIZE": "10",
+        # Two idle connections per node, more on demand: nine nodes must not exhaust a
+        # default max_connections of 100.
+        "POSTGRES_POOL_SIZE": "2",
+        "POSTGRES_MAX_OVERFLOW": "8",
     }
     if pg.schema:
         env["POSTGRES_SCHEMA"] = pg.schema
@@ -317,6 +320,8 @@ class PostgresLogListener:
             try:
                 with psycopg.connect(self.target.conninfo(), autocommit=True) as conn:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                    # Events written while we were not yet listening: look once now.
+                    self.wake()
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=1.0, stop_after=1):
                             self.wake()
