@@ -10,6 +10,7 @@ from domain.app.keys import KeyCommands
 from domain.app.policies import DEFAULT_INTERVAL_S, POLICY
 from domain.app.pools import POOL
 from domain.app.workers import WorkerCommands
+from domain.errors import Conflict
 from domain.installation import INSTALLATION_ID, Installation
 from domain.keys import Permission
 from domain.policies import DEFAULT_HEALTH_SCRIPT, DEFAULT_POLICY_NAME, CleanUp, Connectivity
@@ -53,12 +54,17 @@ class Shoal(WorkerCommands, KeyCommands, CommandsBase):
             admin_key_id=key.id,
             actor=actor,
         )
-        indexes = [
-            self._reserve_name(POOL, pool.name, pool.id, actor),
-            self._reserve_name(POLICY, policy.name, policy.id, actor),
-        ]
         try:
+            # Another node may install between is_installed() above and here: then its
+            # default names are already taken (Conflict) or its save lands first
+            # (RecordConflictError). Either way its defaults and key stand.
+            indexes = [
+                self._reserve_name(POOL, pool.name, pool.id, actor),
+                self._reserve_name(POLICY, policy.name, policy.id, actor),
+            ]
             self._save(installation, pool, policy, key, *indexes)
-        except RecordConflictError:
-            return None
+        except (RecordConflictError, Conflict):
+            if self.is_installed():
+                return None
+            raise
         return text
