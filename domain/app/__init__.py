@@ -6,9 +6,11 @@ from eventsourcing.persistence import RecordConflictError
 
 from domain.actors import SYSTEM, Actor
 from domain.app.base import CommandsBase, Saved, command
+from domain.app.configuration import ConfigurationCommands
 from domain.app.keys import KeyCommands
 from domain.app.policies import DEFAULT_INTERVAL_S, POLICY
 from domain.app.pools import POOL
+from domain.app.tasks import TaskCommands
 from domain.app.workers import WorkerCommands
 from domain.errors import Conflict
 from domain.installation import INSTALLATION_ID, Installation
@@ -22,7 +24,7 @@ ADMIN_KEY_NAME = "Administrator (created at install)"
 __all__ = ["Saved", "Shoal", "command"]
 
 
-class Shoal(WorkerCommands, KeyCommands, CommandsBase):
+class Shoal(WorkerCommands, TaskCommands, ConfigurationCommands, KeyCommands, CommandsBase):
     """The one Application. Command methods live in per-concept mixins."""
 
     def is_installed(self) -> bool:

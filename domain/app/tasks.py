@@ -1,0 +1,117 @@
+"""Commands on tasks: queue them, change them as they run, cancel, decide interventions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from uuid import UUID
+
+from domain.actors import Actor
+from domain.app.base import CommandsBase, Saved, command
+from domain.app.projects import ProjectCommands
+from domain.certificates import ParsedCertificate, StoredCertificate
+from domain.errors import Rejected
+from domain.plan import TaskState
+from domain.process import Action, Step, Syntax, check_script
+from domain.tasklog import Line, TaskLog, log_id
+from domain.tasks import Task, TaskKind
+
+SCRIPT_STEP_NAME = "Run script"
+
+
+class TaskCommands(ProjectCommands, CommandsBase):
+    """Everything that writes a Task or its log."""
+
+    def get_task(self, task_id: UUID) -> Task:
+        """One task by id, or NotFound."""
+        return self._get(Task, task_id, "task")
+
+    @command
+    def queue_script(
+        self,
+        *,
+        syntax: Syntax,
+        script_body: str,
+        worker_pool_id: UUID | None = None,
+        timeout_s: int | None = None,
+        actor: Actor,
+    ) -> Saved[Task]:
+        """An ad-hoc script task with one step."""
+        check_script(syntax, script_body)
+        step = Step(
+            name=SCRIPT_STEP_NAME,
+            action=Action.SCRIPT,
+            worker_pool_id=worker_pool_id,
+            syntax=syntax,
+            script_body=script_body,
+            timeout_s=timeout_s,
+        )
+        (step,) = self.check_steps((step,))
+        task = Task(kind=TaskKind.SCRIPT, name="Script", project_id=None, steps=(step,), actor=actor)
+        return Saved(task, self._save(task))
+
+    @command
+    def queue_run(self, project_id: UUID, *, actor: Actor) -> Saved[Task]:
+        """A task running the project's current process."""
+        project = self.get_project(project_id)
+        if not project.steps:
+            raise Rejected(f"project {project.name!r} has no steps: set its process first")
+        task = Task(
+            kind=TaskKind.DEPLOYMENT,
+            name=project.name,
+            project_id=project.id,
+            steps=project.steps,
+            actor=actor,
+        )
+        return Saved(task, self._save(task))
+
+    @command
+    def update_task(self, task_id: UUID, change: Callable[[Task], None]) -> Saved[Task]:
+        """Load a task, apply ``change`` (which calls its methods), save. Re-run on a
+        concurrent write, so ``change`` must only call aggregate methods."""
+        task = self.get_task(task_id)
+        change(task)
+        return Saved(task, self._save(task))
+
+    @command
+    def cancel_task(self, task_id: UUID, *, actor: Actor) -> Saved[Task]:
+        """Cancel: a queued task ends at once; a running one is stopped by its node."""
+        task = self.get_task(task_id)
+        task.request_cancel(actor)
+        if task.state is TaskState.QUEUED:
+            task.finish(TaskState.CANCELLED, actor)
+        return Saved(task, self._save(task))
+
+    @command
+    def decide_intervention(
+        self, task_id: UUID, step: str, *, approved: bool, note: str, actor: Actor
+    ) -> Saved[Task]:
+        """Approve or reject a manual intervention that is waiting."""
+        task = self.get_task(task_id)
+        task.decide(step, approved, note, actor)
+        return Saved(task, self._save(task))
+
+    @command
+    def append_log(self, task_id: UUID, step: str, lines: list[Line], *, actor: Actor) -> int:
+        """Add a batch of a step's log lines (one event, however many lines)."""
+        log = self._find(TaskLog, log_id(task_id))
+        if log is None:
+            log = TaskLog(task_id=task_id, actor=actor)
+        log.append(step, lines, actor)
+        return self._save(log)
+
+    @command
+    def store_certificate(
+        self, name: str, parsed: ParsedCertificate, *, actor: Actor
+    ) -> Saved[StoredCertificate]:
+        """Keep an imported certificate chain (public parts only)."""
+        cert = StoredCertificate(
+            name=name,
+            subject=parsed.subject,
+            issuer=parsed.issuer,
+            not_before=parsed.not_before,
+            not_after=parsed.not_after,
+            thumbprint=parsed.thumbprint,
+            certificates_pem=parsed.certificates_pem,
+            actor=actor,
+        )
+        return Saved(cert, self._save(cert))

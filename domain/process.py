@@ -1,0 +1,153 @@
+"""Deployment processes: ordered steps, what each does, and the checks a process passes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from uuid import UUID
+
+from domain.codec import register_enum, register_record
+from domain.errors import Rejected
+from domain.rules import clean_name
+
+MAX_SCRIPT_BYTES = 1024 * 1024
+MAX_STEPS = 200
+DEFAULT_MAX_PARALLELISM = 10
+
+
+@register_enum
+class Action(str, Enum):
+    """What a step does."""
+
+    SCRIPT = "script"
+    EMAIL = "email"
+    MANUAL_INTERVENTION = "manual_intervention"
+    IMPORT_CERTIFICATE = "import_certificate"
+
+    @property
+    def runs_user_code(self) -> bool:
+        """Only script steps run user code, so only they ever go to a worker."""
+        return self is Action.SCRIPT
+
+
+@register_enum
+class Syntax(str, Enum):
+    """Script languages."""
+
+    BASH = "bash"
+    SH = "sh"
+    PYTHON = "python"
+
+
+@register_enum
+class Start(str, Enum):
+    """When a step starts relative to the one before it."""
+
+    AFTER_PREVIOUS = "after_previous"
+    WITH_PREVIOUS = "with_previous"
+
+
+@register_enum
+class Condition(str, Enum):
+    """Whether a step runs, given how the steps before it went."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    ALWAYS = "always"
+
+
+@register_record
+@dataclass(frozen=True)
+class Email:
+    """An email step's message."""
+
+    to: tuple[str, ...]
+    subject: str
+    body: str
+
+
+@register_record
+@dataclass(frozen=True)
+class Certificate:
+    """An import-certificate step's PEM and the name to store it under."""
+
+    name: str
+    pem: str
+
+
+@register_record
+@dataclass(frozen=True)
+class Step:
+    """One step of a process (or the single step of an ad-hoc script task)."""
+
+    name: str
+    action: Action
+    worker_pool_id: UUID | None = None
+    syntax: Syntax | None = None
+    script_body: str | None = None
+    start: Start = Start.AFTER_PREVIOUS
+    condition: Condition = Condition.SUCCESS
+    timeout_s: int | None = None
+    max_parallelism: int | None = None
+    email: Email | None = None
+    instructions: str | None = None
+    certificate: Certificate | None = None
+    packages: tuple[tuple[str, str], ...] = field(default=())
+
+
+def check_script(syntax: Syntax | None, script_body: str | None, what: str = "script_body") -> None:
+    """A script needs a syntax and a non-empty body of at most 1 MiB."""
+    if syntax is None:
+        raise Rejected("a script step needs a syntax: bash, sh or python")
+    if script_body is None or not script_body.strip():
+        raise Rejected(f"{what} must not be empty")
+    if len(script_body.encode()) > MAX_SCRIPT_BYTES:
+        raise Rejected(f"{what} must be at most {MAX_SCRIPT_BYTES} bytes")
+
+
+def check_step(step: Step) -> Step:
+    """Reject a step whose fields do not fit its action."""
+    name = clean_name(step.name, "step name")
+    if step.timeout_s is not None and step.timeout_s <= 0:
+        raise Rejected(f"step {name!r}: timeout_s must be positive")
+    if step.max_parallelism is not None and step.max_parallelism < 1:
+        raise Rejected(f"step {name!r}: max_parallelism must be at least 1")
+    if step.action is Action.SCRIPT:
+        check_script(step.syntax, step.script_body, f"step {name!r}: script_body")
+    elif step.worker_pool_id is not None or step.script_body is not None:
+        raise Rejected(f"step {name!r}: a {step.action.value} step runs in the server and "
+                       "takes no worker_pool_id or script_body")
+    if step.action is Action.EMAIL:
+        if step.email is None or not step.email.to:
+            raise Rejected(f"step {name!r}: an email step needs email.to")
+        for address in step.email.to:
+            if "@" not in address or any(c in address for c in " \r\n"):
+                raise Rejected(f"step {name!r}: {address!r} is not an email address")
+    if step.action is Action.IMPORT_CERTIFICATE and (
+        step.certificate is None or not step.certificate.pem.strip()
+    ):
+        raise Rejected(f"step {name!r}: an import_certificate step needs certificate.pem")
+    return step if name == step.name else _renamed(step, name)
+
+
+def _renamed(step: Step, name: str) -> Step:
+    from dataclasses import replace
+
+    return replace(step, name=name)
+
+
+def check_process(steps: tuple[Step, ...]) -> tuple[Step, ...]:
+    """A process: up to MAX_STEPS valid steps with unique names; the first step cannot
+    start with a previous one."""
+    if len(steps) > MAX_STEPS:
+        raise Rejected(f"a process has at most {MAX_STEPS} steps")
+    checked = tuple(check_step(s) for s in steps)
+    seen: set[str] = set()
+    for step in checked:
+        key = step.name.casefold()
+        if key in seen:
+            raise Rejected(f"two steps are named {step.name!r}; step names must be unique")
+        seen.add(key)
+    if checked and checked[0].start is Start.WITH_PREVIOUS:
+        raise Rejected(f"step {checked[0].name!r} is first, so it cannot start with_previous")
+    return checked

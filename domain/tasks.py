@@ -1,0 +1,244 @@
+"""Tasks: one run of a process or of an ad-hoc script. Their events are the only record
+of what happened."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import Enum
+from uuid import UUID
+
+from eventsourcing.domain import event
+
+from domain.actors import Actor
+from domain.base import ShoalAggregate
+from domain.codec import register_enum
+from domain.errors import InvalidTransition
+from domain.plan import StepState, TaskState
+from domain.process import Action, Step
+
+
+@register_enum
+class TaskKind(str, Enum):
+    """What a task runs."""
+
+    DEPLOYMENT = "deployment"
+    SCRIPT = "script"
+
+
+@dataclass(frozen=True)
+class StepRun:
+    """A step's progress within a task (state held by the aggregate, not stored as such)."""
+
+    state: StepState = StepState.PENDING
+    worker_id: UUID | None = None
+    worker_name: str | None = None
+    pool_id: UUID | None = None
+    exit_code: int | None = None
+    reason: str = ""
+    pid: int | None = None
+    assignment: int | None = None
+
+
+class Task(ShoalAggregate):
+    """A task and the per-step state of its run."""
+
+    class Queued(ShoalAggregate.Created):
+        kind: TaskKind
+        name: str
+        project_id: UUID | None
+        steps: tuple[Step, ...]
+
+    class Started(ShoalAggregate.Event):
+        node: str
+
+    class StepWaiting(ShoalAggregate.Event):
+        step: str
+        reason: str
+
+    class StepAssigned(ShoalAggregate.Event):
+        step: str
+        pool_id: UUID | None
+        worker_id: UUID | None
+        worker_name: str
+
+    class StepStarted(ShoalAggregate.Event):
+        step: str
+        pid: int | None
+
+    class StepFinished(ShoalAggregate.Event):
+        step: str
+        outcome: StepState
+        exit_code: int | None
+        reason: str
+
+    class InterventionRequested(ShoalAggregate.Event):
+        step: str
+        instructions: str
+
+    class InterventionDecided(ShoalAggregate.Event):
+        step: str
+        approved: bool
+        note: str
+
+    class CancelRequested(ShoalAggregate.Event):
+        pass
+
+    class Finished(ShoalAggregate.Event):
+        state: TaskState
+
+    @event(Queued)
+    def __init__(
+        self,
+        kind: TaskKind,
+        name: str,
+        project_id: UUID | None,
+        steps: tuple[Step, ...],
+        actor: Actor,
+    ) -> None:
+        self.kind = kind
+        self.name = name
+        self.project_id = project_id
+        self.steps = steps
+        self.state = TaskState.QUEUED
+        self.node: str | None = None
+        self.runs: dict[str, StepRun] = {s.name: StepRun() for s in steps}
+        self.cancel_requested = False
+        self.is_deleted = False
+
+    # -- queries -------------------------------------------------------------------------
+
+    def step(self, name: str) -> Step:
+        """The step spec by name."""
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise InvalidTransition(f"task has no step named {name!r}")
+
+    def run_of(self, name: str) -> StepRun:
+        """The step's progress."""
+        self.step(name)
+        return self.runs[name]
+
+    # -- commands ------------------------------------------------------------------------
+
+    def _require_active(self) -> None:
+        if self.state.is_final:
+            raise InvalidTransition(f"the task has already ended ({self.state.value})")
+
+    def start(self, node: str, actor: Actor) -> None:
+        """A server node takes the task out of the queue."""
+        if self.state is not TaskState.QUEUED:
+            raise InvalidTransition(f"the task is {self.state.value}, not queued")
+        self._start(node=node, actor=actor)
+
+    @event(Started)
+    def _start(self, node: str, actor: Actor) -> None:
+        self.state = TaskState.EXECUTING
+        self.node = node
+
+    def wait_for_worker(self, step: str, reason: str, actor: Actor) -> None:
+        """Record why a step cannot start yet (only when the reason changes)."""
+        self._require_active()
+        run = self.run_of(step)
+        if run.state is not StepState.WAITING or run.reason != reason:
+            self._wait(step=step, reason=reason, actor=actor)
+
+    @event(StepWaiting)
+    def _wait(self, step: str, reason: str, actor: Actor) -> None:
+        self.runs[step] = replace(self.runs[step], state=StepState.WAITING, reason=reason)
+
+    def assign(
+        self, step: str, pool_id: UUID | None, worker_id: UUID | None, worker_name: str, actor: Actor
+    ) -> None:
+        """Give a step to a worker (None: the built-in worker)."""
+        self._require_active()
+        if self.run_of(step).state not in (StepState.PENDING, StepState.WAITING, StepState.ASSIGNED):
+            raise InvalidTransition(f"step {step!r} is {self.runs[step].state.value}")
+        self._assign(step=step, pool_id=pool_id, worker_id=worker_id, worker_name=worker_name,
+                     actor=actor)
+
+    @event(StepAssigned)
+    def _assign(
+        self, step: str, pool_id: UUID | None, worker_id: UUID | None, worker_name: str, actor: Actor
+    ) -> None:
+        # The assignment's version is its fencing token: reports must quote it.
+        self.runs[step] = replace(
+            self.runs[step], state=StepState.ASSIGNED, pool_id=pool_id, worker_id=worker_id,
+            worker_name=worker_name, reason="", assignment=self.version + 1,
+        )
+
+    def mark_started(self, step: str, pid: int | None, actor: Actor) -> None:
+        """The step's process is running."""
+        self._require_active()
+        if self.run_of(step).state is not StepState.ASSIGNED:
+            raise InvalidTransition(f"step {step!r} is {self.runs[step].state.value}, not assigned")
+        self._mark_started(step=step, pid=pid, actor=actor)
+
+    @event(StepStarted)
+    def _mark_started(self, step: str, pid: int | None, actor: Actor) -> None:
+        self.runs[step] = replace(self.runs[step], state=StepState.RUNNING, pid=pid)
+
+    def finish_step(
+        self, step: str, outcome: StepState, exit_code: int | None, reason: str, actor: Actor
+    ) -> None:
+        """The step ended (or was skipped) with ``outcome``."""
+        self._require_active()
+        if not outcome.is_final:
+            raise InvalidTransition(f"{outcome.value} is not an outcome")
+        if self.run_of(step).state.is_final:
+            raise InvalidTransition(f"step {step!r} already ended ({self.runs[step].state.value})")
+        self._finish_step(step=step, outcome=outcome, exit_code=exit_code, reason=reason, actor=actor)
+
+    @event(StepFinished)
+    def _finish_step(
+        self, step: str, outcome: StepState, exit_code: int | None, reason: str, actor: Actor
+    ) -> None:
+        self.runs[step] = replace(self.runs[step], state=outcome, exit_code=exit_code, reason=reason)
+
+    def request_intervention(self, step: str, instructions: str, actor: Actor) -> None:
+        """A manual intervention step waits for a person."""
+        self._require_active()
+        if self.step(step).action is not Action.MANUAL_INTERVENTION:
+            raise InvalidTransition(f"step {step!r} is not a manual intervention")
+        self._request_intervention(step=step, instructions=instructions, actor=actor)
+
+    @event(InterventionRequested)
+    def _request_intervention(self, step: str, instructions: str, actor: Actor) -> None:
+        self.runs[step] = replace(self.runs[step], state=StepState.AWAITING_INTERVENTION)
+
+    def decide(self, step: str, approved: bool, note: str, actor: Actor) -> None:
+        """Someone approves or rejects a waiting manual intervention."""
+        self._require_active()
+        if self.run_of(step).state is not StepState.AWAITING_INTERVENTION:
+            raise InvalidTransition(f"step {step!r} is not waiting for an intervention")
+        self._decide(step=step, approved=approved, note=note, actor=actor)
+
+    @event(InterventionDecided)
+    def _decide(self, step: str, approved: bool, note: str, actor: Actor) -> None:
+        self.runs[step] = replace(
+            self.runs[step],
+            state=StepState.SUCCESS if approved else StepState.FAILED,
+            reason=f"{'approved' if approved else 'rejected'} by {actor.name}"
+            + (f": {note}" if note else ""),
+        )
+
+    def request_cancel(self, actor: Actor) -> None:
+        """Ask for the task to stop; a queued task ends at once, a running one soon."""
+        self._require_active()
+        if not self.cancel_requested:
+            self._request_cancel(actor=actor)
+
+    @event(CancelRequested)
+    def _request_cancel(self, actor: Actor) -> None:
+        self.cancel_requested = True
+
+    def finish(self, state: TaskState, actor: Actor) -> None:
+        """The task ended with ``state``."""
+        self._require_active()
+        if not state.is_final:
+            raise InvalidTransition(f"{state.value} is not a final state")
+        self._finish(state=state, actor=actor)
+
+    @event(Finished)
+    def _finish(self, state: TaskState, actor: Actor) -> None:
+        self.state = state
