@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adapters.dispatch.dispatcher import Dispatcher
+from adapters.dispatch.taskrun import RunContext
 from adapters.settings import Settings
 from adapters.store import (
     ApplicationLog,
@@ -15,6 +17,8 @@ from adapters.store import (
     open_application,
     open_views,
 )
+from agent.executor import StepExecutor
+from domain.actors import Actor, ActorKind
 from domain.app import Shoal
 from projections.catalog import all_projections
 from projections.runner import ProjectionRunner
@@ -32,6 +36,21 @@ class ServerContainer:
     views: Database
     runner: ProjectionRunner
     listener: PostgresLogListener | None
+    executor: StepExecutor
+
+    def dispatcher(self) -> Dispatcher:
+        """The task dispatcher; made inside the running event loop (see the lifespan)."""
+        node = self.settings.node_name
+        ctx = RunContext(
+            app=self.app,
+            views=self.views,
+            watch=self.runner.watch,
+            executor=self.executor,
+            actor=Actor(ActorKind.SYSTEM, f"node:{node}", f"Shoal server ({node})"),
+            work_root=self.settings.work_root,
+            wait_limit_s=self.settings.worker_wait_limit_s,
+        )
+        return Dispatcher(ctx, node=node, task_cap=self.settings.task_cap)
 
     def start(self) -> str | None:
         """Install on first start, bring the read models up to date, start following.
@@ -80,4 +99,5 @@ def build_server(settings: Settings, **overrides: Any) -> ServerContainer:
         channel = getattr(app.recorder, "channel_name", None)
         if channel:
             listener = PostgresLogListener(settings.database_url, channel, runner.wake)
-    return ServerContainer(settings, app, views, runner, listener)
+    executor = overrides.get("executor") or StepExecutor()
+    return ServerContainer(settings, app, views, runner, listener, executor)

@@ -63,7 +63,33 @@ def build_parser() -> Parser:
     where.add_argument("--data-dir", type=Path, help="the server's data folder")
     where.add_argument("--database-url", help="postgresql://… (also SHOAL_DATABASE_URL)")
     replay.add_argument("--verify", action="store_true", help="compare, do not replace")
+
+    script = commands.add_parser(
+        "run-script", help="run an ad-hoc script", description="Queue an ad-hoc script and "
+        "print its task id. With --wait, stream its log and exit 0 on success, 1 otherwise.",
+    )
+    _server_options(script)
+    script.add_argument("--worker-pool", help="pool name or id (default: the default pool)")
+    script.add_argument("--syntax", choices=["bash", "sh", "python"], default="bash")
+    body = script.add_mutually_exclusive_group(required=True)
+    body.add_argument("--script", help="the script text")
+    body.add_argument("--file", type=Path, help="a file holding the script")
+    script.add_argument("--wait", action="store_true", help="stream the log until it ends")
+
+    events = commands.add_parser("events", help="the audit log")
+    event_commands = events.add_subparsers(dest="events_command", required=True, parser_class=Parser)
+    tail = event_commands.add_parser(
+        "tail", help="follow the audit log", description="Print every event after --after as "
+        "a JSON line, then keep following.",
+    )
+    _server_options(tail)
+    tail.add_argument("--after", type=int, default=0, help="start after this position")
     return parser
+
+
+def _server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", required=True, help="e.g. http://127.0.0.1:8000")
+    parser.add_argument("--api-key", required=True, help="an API key")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,6 +104,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             from adapters.replay import run_replay
 
             return run_replay(args)
+        from adapters import remote
+
+        try:
+            if args.command == "run-script":
+                return remote.run_script(args)
+            if args.command == "events":
+                return remote.events_tail(args)
+        except remote.CliError as exc:
+            print(f"shoal {args.command}: {exc}", file=sys.stderr)
+            return exc.code
     except KeyboardInterrupt:
         return 130
     raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover

@@ -24,6 +24,8 @@ class Settings:
     max_body_bytes: int = MAX_BODY_BYTES
     # How long a read waits for the projections to reach the reader's own last write.
     read_wait_s: float = 5.0
+    # How long a step waits for a worker before it fails.
+    worker_wait_limit_s: float = 600.0
 
     @classmethod
     def from_env(cls, **given: object) -> Settings:
@@ -36,6 +38,11 @@ class Settings:
         if "data_dir" in values:
             values["data_dir"] = Path(str(values["data_dir"]))
         return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def work_root(self) -> Path:
+        """Parent of the built-in worker's per-step working folders."""
+        return self.data_dir / "work"
 
     @property
     def admin_key_file(self) -> Path:

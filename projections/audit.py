@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 import orjson
 
 from domain.actors import Actor
+from domain.tasklog import is_log_event
 from projections.base import Projection, iso
 from projections.sql import Cursor, Database
 
@@ -22,13 +23,24 @@ def event_type(event: Any) -> str:
     return type(event).__qualname__
 
 
+def _redact(value: Any) -> Any:
+    # Secrets can sit inside records (an SMTP password in its settings), so look deep.
+    if is_dataclass(value) and not isinstance(value, type) and not isinstance(value, Actor):
+        value = {f.name: getattr(value, f.name) for f in fields(value)}
+    if isinstance(value, dict):
+        return {k: (REDACTED if k in REDACTED_FIELDS and v is not None else _redact(v))
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact(v) for v in value]
+    return value
+
+
 def event_data(event: Any) -> dict[str, Any]:
-    """An event's own fields, secrets redacted."""
-    return {
-        k: (REDACTED if k in REDACTED_FIELDS else v)
-        for k, v in vars(event).items()
-        if k not in _BASE_FIELDS
-    }
+    """An event's own fields, secrets redacted at any depth."""
+    data: dict[str, Any] = _redact(
+        {k: v for k, v in vars(event).items() if k not in _BASE_FIELDS}
+    )
+    return data
 
 
 def _json_default(value: Any) -> Any:
@@ -58,7 +70,10 @@ class AuditLog(Projection):
     indexes = ("CREATE INDEX IF NOT EXISTS rm_audit_type ON rm_audit (type, position)",)
 
     def process(self, event: Any, position: int, cur: Cursor) -> None:
-        """Every event is audited, so there is no per-type handler table."""
+        """Every change is audited, so there is no per-type handler table. Log lines are
+        data, not changes: they have their own read model."""
+        if is_log_event(event):
+            return
         actor = getattr(event, "actor", None)
         cur.execute(
             "INSERT INTO rm_audit VALUES (?, ?, ?, ?, ?, ?, ?)",

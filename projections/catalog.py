@@ -7,9 +7,15 @@ from projections.base import Projection
 from projections.membership import Membership
 from projections.policies import PolicyList
 from projections.pools import PoolList
+from projections.projects import ProjectList
+from projections.tasklogs import TaskLogs
+from projections.tasks import TaskList
 from projections.workers import WorkerList
 
 
 def all_projections() -> list[Projection]:
     """Fresh instances of every projection."""
-    return [PoolList(), WorkerList(), Membership(), PolicyList(), AuditLog()]
+    return [
+        PoolList(), WorkerList(), Membership(), PolicyList(), ProjectList(),
+        TaskList(), TaskLogs(), AuditLog(),
+    ]

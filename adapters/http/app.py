@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -11,7 +13,17 @@ from fastapi import FastAPI
 from adapters.bootstrap import ServerContainer
 from adapters.http.errors import install_error_handlers
 from adapters.http.limits import BodyLimit
-from adapters.http.routers import events, health, keys, policies, pools, workers
+from adapters.http.routers import (
+    configuration,
+    events,
+    health,
+    keys,
+    policies,
+    pools,
+    projects,
+    tasks,
+    workers,
+)
 
 log = logging.getLogger("shoal.server")
 
@@ -32,14 +44,23 @@ def create_app(container: ServerContainer) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Blocking store calls go to threads; the default pool (cores + 4) is too small
+        # for many steps writing logs at once.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=32, thread_name_prefix="shoal-io")
+        )
         key = container.start()
         if key is not None:
             announce_admin_key(key, str(container.settings.admin_key_file))
+        dispatcher = container.dispatcher()
         app.state.container = container
+        app.state.dispatcher = dispatcher
+        await dispatcher.start()
         log.info("ready", extra={"position": container.runner.watch.position})
         try:
             yield
         finally:
+            await dispatcher.stop()
             container.stop()
 
     app = FastAPI(
@@ -49,7 +70,9 @@ def create_app(container: ServerContainer) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (health, pools, workers, policies, keys, events):
+    for module in (
+        health, pools, workers, policies, keys, events, projects, tasks, configuration,
+    ):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=container.settings.max_body_bytes)
     return app

@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from adapters.bootstrap import ServerContainer
+from adapters.dispatch.dispatcher import Dispatcher
 from domain.actors import Actor
 from domain.app import Shoal
 from domain.keys import ApiKey, Permission, grants
@@ -86,3 +87,12 @@ def wait_for(container: ServerContainer, position: int) -> None:
         raise HTTPException(
             503, f"the change was recorded at position {position} but read models are behind"
         )
+
+
+def get_dispatcher(request: Request) -> Dispatcher:
+    """This node's task dispatcher."""
+    dispatcher: Dispatcher = request.app.state.dispatcher
+    return dispatcher
+
+
+Tasks = Annotated[Dispatcher, Depends(get_dispatcher)]

@@ -9,6 +9,8 @@ from uuid import UUID
 import pytest
 
 from domain.app import Shoal
+from domain.plan import StepState, TaskState
+from domain.process import Action, Start, Step, Syntax
 from domain.keys import Permission
 from domain.workers import CommsStyle, HealthStatus
 from projections.runner import ProjectionRunner, diff
@@ -43,6 +45,20 @@ def busy_history(app: Shoal) -> dict[str, UUID]:
     app.deregister_worker(ids["polling"], actor=TESTER)
     app.update_pool(blue, name=rid("navy"), description="renamed", actor=TESTER)
     app.create_key(name=rid("key"), permissions=(Permission.WORKER_VIEW,), actor=TESTER)
+    project = app.create_project(name=rid("web"), actor=TESTER).aggregate
+    app.set_process(project.id, steps=(
+        Step(name="build", action=Action.SCRIPT, syntax=Syntax.BASH, script_body="make"),
+        Step(name="approve", action=Action.MANUAL_INTERVENTION, start=Start.WITH_PREVIOUS),
+    ), actor=TESTER)
+    app.update_project(project.id, name=rid("site"), description="renamed", actor=TESTER)
+    task = app.queue_script(syntax=Syntax.BASH, script_body="echo hi", actor=TESTER).aggregate
+    step = task.steps[0].name
+    app.update_task(task.id, lambda t: t.start("node-1", TESTER))
+    app.update_task(task.id, lambda t: t.assign(step, green, None, "built-in worker", TESTER))
+    app.update_task(task.id, lambda t: t.mark_started(step, 4242, TESTER))
+    app.append_log(task.id, step, [["2026-01-01T00:00:00Z", "stdout", "hi"]], actor=TESTER)
+    app.update_task(task.id, lambda t: t.finish_step(step, StepState.SUCCESS, 0, "", TESTER))
+    app.update_task(task.id, lambda t: t.finish(TaskState.SUCCESS, TESTER))
     return ids
 
 

@@ -1,0 +1,132 @@
+"""The dispatcher: takes queued tasks in order up to this node's task cap and runs them;
+after a restart it cleans up what the last run of this node left half-done."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from uuid import UUID
+
+from adapters.dispatch.orphans import kill_step_processes
+from adapters.dispatch.taskrun import SERVER_STOPPED, RunContext, TaskRun
+from domain.errors import InvalidTransition, NotFound
+from domain.plan import StepState
+from domain.tasks import Task
+from projections.tasks import executing_task_ids, queued_task_ids
+
+log = logging.getLogger("shoal.dispatch")
+
+
+class Dispatcher:
+    """start() / stop(grace); poke() when a task is queued; cancel() and changed() for
+    running tasks."""
+
+    def __init__(self, ctx: RunContext, *, node: str, task_cap: int) -> None:
+        self.ctx = ctx
+        self.node = node
+        self.task_cap = task_cap
+        self.runs: dict[UUID, TaskRun] = {}
+        self._tasks: dict[UUID, asyncio.Task[None]] = {}
+        self._poke = asyncio.Event()
+        self._stopping = False
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # -- signals from the API ----------------------------------------------------------------
+
+    def poke(self) -> None:
+        """Something was queued (or a slot freed): look at the queue now."""
+        self._poke.set()
+
+    def cancel(self, task_id: UUID) -> None:
+        """Stop a task running on this node (its cancel was recorded already)."""
+        run = self.runs.get(task_id)
+        if run is not None:
+            run.cancel.set()
+
+    def changed(self, task_id: UUID) -> None:
+        """A running task was changed from outside (e.g. an intervention decided)."""
+        run = self.runs.get(task_id)
+        if run is not None:
+            run.changed.set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover this node's unfinished tasks, then follow the queue."""
+        for task_id in await asyncio.to_thread(executing_task_ids, self.ctx.views, self.node):
+            await self._recover(UUID(task_id))
+        self._loop_task = asyncio.create_task(self._follow(), name="shoal-dispatcher")
+
+    async def _recover(self, task_id: UUID) -> None:
+        task: Task = await asyncio.to_thread(self.ctx.app.get_task, task_id)
+        for name, run in task.runs.items():
+            if run.state in (StepState.ASSIGNED, StepState.RUNNING) and run.worker_id is None:
+                if run.pid is not None:
+                    await asyncio.to_thread(kill_step_processes, run.pid, str(task_id))
+                await asyncio.to_thread(self.ctx.app.update_task, task_id, self._stopped(name))
+        log.info("resuming task after restart", extra={"task_id": str(task_id)})
+        self._spawn(task_id)
+
+    def _stopped(self, step: str) -> Callable[[Task], None]:
+        actor = self.ctx.actor
+        return lambda task: task.finish_step(step, StepState.FAILED, None, SERVER_STOPPED, actor)
+
+    def _spawn(self, task_id: UUID) -> None:
+        run = TaskRun(self.ctx, task_id)
+        self.runs[task_id] = run
+        self._tasks[task_id] = asyncio.create_task(self._run(run), name=f"task-{task_id}")
+
+    async def _run(self, run: TaskRun) -> None:
+        try:
+            state = await run.run()
+            log.info("task finished", extra={"task_id": str(run.task_id), "state": state.value})
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("task run failed", extra={"task_id": str(run.task_id)})
+        finally:
+            self.runs.pop(run.task_id, None)
+            self._tasks.pop(run.task_id, None)
+            self.poke()
+
+    async def _follow(self) -> None:
+        while not self._stopping:
+            try:
+                await self._take_queued()
+            except Exception:
+                log.exception("could not read the task queue; retrying")
+            self._poke.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), timeout=1.0)
+
+    async def _take_queued(self) -> None:
+        free = self.task_cap - len(self.runs)
+        if free <= 0:
+            return
+        ids = await asyncio.to_thread(queued_task_ids, self.ctx.views, free)
+        for raw in ids:
+            task_id = UUID(raw)
+            if task_id in self.runs:
+                continue
+            try:
+                await asyncio.to_thread(
+                    self.ctx.app.update_task, task_id,
+                    lambda t: t.start(self.node, self.ctx.actor),
+                )
+            except (InvalidTransition, NotFound):
+                continue  # cancelled meanwhile, or taken by another node
+            self._spawn(task_id)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop taking tasks; stop running steps (recorded as stopped); wait for that."""
+        self._stopping = True
+        self._poke.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel("server stopping")
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)

@@ -1,0 +1,314 @@
+"""One task's run on this node: its groups of steps in order, each step by its action.
+
+Resumable: a task picked up again after a restart skips the steps that have ended and
+carries on with the rest, judging conditions by what happened before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import smtplib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from adapters.dispatch.mail import send_email
+from agent.executor import LogLine, StepExecutor, StepRequest
+from domain.actors import Actor
+from domain.app import Shoal
+from domain.certificates import parse_pem
+from domain.errors import InvalidTransition, Rejected
+from domain.plan import StepState, TaskState, groups, should_run, skip_reason, task_outcome
+from domain.process import Action, Step
+from domain.routing import BUILT_IN_WORKER_NAME, Candidate, Refuse, RunOnBuiltIn, RunOnWorker, route
+from domain.tasks import Task
+from domain.workers import HealthStatus
+from projections.membership import members_of
+from projections.sql import Database
+from projections.watch import PositionWatch
+
+log = logging.getLogger("shoal.dispatch")
+
+SERVER_STOPPED = "server stopped during step"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every task run on this node shares."""
+
+    app: Shoal
+    views: Database
+    watch: PositionWatch
+    executor: StepExecutor
+    actor: Actor
+    work_root: Path
+    wait_limit_s: float
+
+
+class TaskRun:
+    """Runs (or resumes) one task to its end."""
+
+    def __init__(self, ctx: RunContext, task_id: UUID) -> None:
+        self.ctx = ctx
+        self.task_id = task_id
+        self.cancel = asyncio.Event()
+        self.changed = asyncio.Event()
+
+    # -- writing, off the event loop -------------------------------------------------------
+
+    async def _update(self, change: Callable[[Task], None]) -> Task:
+        saved = await asyncio.to_thread(self.ctx.app.update_task, self.task_id, change)
+        return saved.aggregate
+
+    async def _load(self) -> Task:
+        return await asyncio.to_thread(self.ctx.app.get_task, self.task_id)
+
+    async def _finish_step(
+        self, step: str, outcome: StepState, exit_code: int | None = None, reason: str = ""
+    ) -> None:
+        actor = self.ctx.actor
+
+        def change(task: Task) -> None:
+            if not task.run_of(step).state.is_final:
+                task.finish_step(step, outcome, exit_code, reason, actor)
+
+        await self._update(change)
+
+    # -- the task --------------------------------------------------------------------------
+
+    async def run(self) -> TaskState:
+        """Run the remaining steps and record the task's end."""
+        task = await self._load()
+        failed = any(r.state.is_failure for r in task.runs.values())
+        for group in groups(task.steps):
+            steps = [task.steps[i] for i in group]
+            pending = [s for s in steps if not task.runs[s.name].state.is_final]
+            if self.cancel.is_set() or task.cancel_requested:
+                for step in pending:
+                    await self._finish_step(step.name, StepState.SKIPPED, reason="task cancelled")
+                continue
+            async with asyncio.TaskGroup() as group_tasks:
+                for step in pending:
+                    group_tasks.create_task(self._run_step(step, failed))
+            task = await self._load()
+            failed = failed or any(task.runs[s.name].state.is_failure for s in steps)
+        task = await self._load()
+        cancelled = task.cancel_requested or self.cancel.is_set()
+        final = task_outcome([r.state for r in task.runs.values()], cancelled)
+        if not task.state.is_final:
+            await self._update(lambda t: t.finish(final, self.ctx.actor))
+        return final
+
+    async def _run_step(self, step: Step, failed_before: bool) -> None:
+        if not should_run(step.condition, failed_before):
+            await self._finish_step(step.name, StepState.SKIPPED, reason=skip_reason(step.condition))
+            return
+        try:
+            if step.action is Action.SCRIPT:
+                await self._script(step)
+            elif step.action is Action.MANUAL_INTERVENTION:
+                await self._intervention(step)
+            elif step.action is Action.EMAIL:
+                await self._email(step)
+            elif step.action is Action.IMPORT_CERTIFICATE:
+                await self._certificate(step)
+        except InvalidTransition as exc:
+            log.info("step changed under us", extra={"task_id": str(self.task_id), "error": str(exc)})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("step failed inside the server", extra={"task_id": str(self.task_id)})
+            await self._finish_step(
+                step.name, StepState.FAILED, reason=f"internal error: {type(exc).__name__}: {exc}"
+            )
+
+    # -- script steps: where, then run -----------------------------------------------------
+
+    async def _candidates(self, pool_id: UUID) -> tuple[Candidate, ...]:
+        rows = await asyncio.to_thread(members_of, self.ctx.views, str(pool_id))
+        return tuple(
+            Candidate(
+                worker_id=UUID(r["worker_id"]), name=r["worker_name"],
+                health=HealthStatus(r["health_status"]), is_disabled=r["is_disabled"],
+                capacity=r["capacity"], running=0,
+            )
+            for r in rows
+        )
+
+    async def _script(self, step: Step) -> None:
+        app = self.ctx.app
+        deadline = asyncio.get_running_loop().time() + self.ctx.wait_limit_s
+        turn = 0
+        while True:
+            default_pool_id = await asyncio.to_thread(app.default_pool_id)
+            pool_id = step.worker_pool_id or default_pool_id
+            pool = await asyncio.to_thread(app.get_pool, pool_id)
+            config = await asyncio.to_thread(app.configuration)
+            decision = route(
+                step_pool_id=step.worker_pool_id, default_pool_id=default_pool_id,
+                pool_name=pool.name, members=await self._candidates(pool_id),
+                built_in_enabled=config.built_in_enabled, turn=turn,
+            )
+            turn += 1
+            if isinstance(decision, RunOnBuiltIn):
+                await self._on_built_in(step, pool.name, decision.pool_id, config.run_as_user)
+                return
+            if isinstance(decision, Refuse):
+                await self._finish_step(step.name, StepState.FAILED, reason=decision.reason)
+                return
+            reason = (
+                decision.reason if not isinstance(decision, RunOnWorker) else
+                f"waiting: worker {decision.worker_name!r} was chosen, but this server cannot "
+                "dispatch to external workers yet"
+            )
+            await self._update(self._waiting(step.name, reason))
+            if asyncio.get_running_loop().time() >= deadline:
+                await self._finish_step(
+                    step.name, StepState.FAILED,
+                    reason=f"no worker became available in pool {pool.name!r} within "
+                    f"{self.ctx.wait_limit_s:g}s",
+                )
+                return
+            if await self._wait_for_change(2.0):
+                await self._finish_step(step.name, StepState.CANCELLED, reason="cancelled")
+                return
+
+    def _waiting(self, step: str, reason: str) -> Callable[[Task], None]:
+        return lambda task: task.wait_for_worker(step, reason, self.ctx.actor)
+
+    async def _wait_for_change(self, timeout: float) -> bool:
+        """Sleep until something is written (or ``timeout``); True when cancelled."""
+        if self.cancel.is_set():
+            return True
+        watch = self.ctx.watch
+        waiter = asyncio.create_task(watch.wait_async(watch.position + 1, timeout))
+        cancel = asyncio.create_task(self.cancel.wait())
+        try:
+            await asyncio.wait({waiter, cancel}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (waiter, cancel):
+                t.cancel()
+        return self.cancel.is_set()
+
+    async def _on_built_in(
+        self, step: Step, pool_name: str, pool_id: UUID, run_as_user: str | None
+    ) -> None:
+        app, actor, name = self.ctx.app, self.ctx.actor, step.name
+        await self._update(lambda t: t.assign(name, pool_id, None, BUILT_IN_WORKER_NAME, actor))
+        assert step.syntax is not None and step.script_body is not None
+        request = StepRequest(
+            task_id=str(self.task_id),
+            step_name=name,
+            syntax=step.syntax.value,
+            script=step.script_body,
+            env={
+                "SHOAL_TASK_ID": str(self.task_id),
+                "SHOAL_STEP_NAME": name,
+                "SHOAL_WORKER_NAME": BUILT_IN_WORKER_NAME,
+                "SHOAL_WORKER_POOL": pool_name,
+            },
+            work_root=self.ctx.work_root,
+            timeout_s=step.timeout_s,
+            run_as_user=run_as_user,
+        )
+
+        async def sink(lines: Any) -> None:
+            batch = [[_iso(line.at), line.stream, line.text] for line in lines]
+            await asyncio.to_thread(app.append_log, self.task_id, name, batch, actor=actor)
+
+        async def started(pid: int) -> None:
+            await self._update(lambda t: t.mark_started(name, pid, actor))
+
+        try:
+            result = await self.ctx.executor.run(request, sink, self.cancel, started)
+        except asyncio.CancelledError:
+            # The server is stopping (the executor has killed the step's processes): record
+            # it, so the task does not look as if the step were still running.
+            await asyncio.shield(self._finish_step(name, StepState.FAILED, reason=SERVER_STOPPED))
+            raise
+        outcome = {
+            "success": StepState.SUCCESS,
+            "failed": StepState.FAILED,
+            "timed_out": StepState.TIMED_OUT,
+            "cancelled": StepState.CANCELLED,
+        }[result.outcome]
+        await self._finish_step(name, outcome, result.exit_code, result.reason)
+
+    # -- steps that run inside the server --------------------------------------------------
+
+    async def _intervention(self, step: Step) -> None:
+        actor = self.ctx.actor
+        task = await self._load()
+        if task.runs[step.name].state is not StepState.AWAITING_INTERVENTION:
+            await self._update(
+                lambda t: t.request_intervention(step.name, step.instructions or "", actor)
+            )
+        while True:
+            task = await self._load()
+            if task.runs[step.name].state.is_final:
+                return
+            self.changed.clear()
+            waiter = asyncio.create_task(self.changed.wait())
+            cancel = asyncio.create_task(self.cancel.wait())
+            try:
+                await asyncio.wait({waiter, cancel}, timeout=2.0,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in (waiter, cancel):
+                    t.cancel()
+            if self.cancel.is_set():
+                await self._finish_step(step.name, StepState.CANCELLED, reason="cancelled")
+                return
+
+    async def _email(self, step: Step) -> None:
+        config = await asyncio.to_thread(self.ctx.app.configuration)
+        if step.email is None:
+            await self._finish_step(step.name, StepState.FAILED, reason="the step has no message")
+            return
+        if config.smtp is None:
+            await self._finish_step(
+                step.name, StepState.FAILED,
+                reason="no SMTP server is configured: PUT /api/configuration/smtp first",
+            )
+            return
+        try:
+            await send_email(config.smtp, step.email)
+        except (OSError, smtplib.SMTPException) as exc:
+            await self._finish_step(
+                step.name, StepState.FAILED,
+                reason=f"could not send mail via {config.smtp.host}:{config.smtp.port}: {exc}",
+            )
+            return
+        await self._finish_step(
+            step.name, StepState.SUCCESS, reason=f"sent to {', '.join(step.email.to)}"
+        )
+
+    async def _certificate(self, step: Step) -> None:
+        if step.certificate is None:
+            await self._finish_step(step.name, StepState.FAILED, reason="the step has no PEM")
+            return
+        try:
+            parsed = parse_pem(step.certificate.pem)
+        except Rejected as exc:
+            await self._finish_step(step.name, StepState.FAILED, reason=str(exc))
+            return
+        name = step.certificate.name or parsed.subject
+        await asyncio.to_thread(
+            self.ctx.app.store_certificate, name, parsed, actor=self.ctx.actor
+        )
+        note = " (its private key was not stored)" if parsed.had_private_key else ""
+        await self._finish_step(
+            step.name, StepState.SUCCESS,
+            reason=f"imported {parsed.subject}, SHA-256 {parsed.thumbprint}{note}",
+        )
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+__all__ = ["SERVER_STOPPED", "LogLine", "RunContext", "TaskRun"]

@@ -1,0 +1,210 @@
+"""/api/tasks: ad-hoc scripts, task state, logs (whole or followed), cancel, interventions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from enum import Enum
+from typing import Annotated
+from uuid import UUID
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, Field, StrictInt, StrictStr
+
+from adapters.bootstrap import ServerContainer
+from adapters.http.deps import App, Container, Tasks, Views, require, wait_for
+from adapters.http.schemas import Page, Skip, Take, not_found, parse_id, position_header
+from adapters.http.schemas import Request as Body
+from adapters.http.steps import pool_ref
+from domain.actors import Actor
+from domain.keys import Permission
+from domain.plan import StepState, TaskState
+from domain.process import Syntax
+from domain.tasks import TaskKind
+from projections.tasklogs import format_line, read_log
+from projections.tasks import get_task, list_tasks
+
+router = APIRouter(prefix="/api/tasks", tags=["tasks"])
+
+CanView = Annotated[Actor, Depends(require(Permission.TASK_VIEW))]
+CanCreate = Annotated[Actor, Depends(require(Permission.TASK_CREATE))]
+
+LOG_BATCH = 2000
+
+
+class TaskStepOut(BaseModel):
+    """A step's state within a task."""
+
+    name: str
+    action: str
+    state: StepState
+    worker_id: str | None
+    worker_name: str | None
+    exit_code: int | None
+    reason: str
+    started: str | None
+    finished: str | None
+
+
+class TaskOut(BaseModel):
+    """A task."""
+
+    id: str
+    kind: TaskKind
+    name: str
+    project_id: str | None
+    state: TaskState
+    node: str | None
+    created: str
+    started: str | None
+    finished: str | None
+    queued_by: str
+    steps: list[TaskStepOut]
+
+
+class ScriptIn(Body):
+    """An ad-hoc script."""
+
+    worker_pool_id: StrictStr | None = Field(None, description="Pool id or name")
+    syntax: Syntax
+    script_body: StrictStr
+    timeout_s: StrictInt | None = Field(None, gt=0)
+
+
+class Decision(str, Enum):
+    """What to do with a waiting manual intervention."""
+
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class InterventionIn(Body):
+    """A decision on a manual intervention."""
+
+    decision: Decision
+    note: StrictStr = ""
+
+
+def read_task(
+    container: ServerContainer, task_id: UUID, position: int, response: Response
+) -> TaskOut:
+    """The task as the read model has it once it includes ``position``."""
+    wait_for(container, position)
+    response.headers.update(position_header(position))
+    row = get_task(container.views, str(task_id))
+    if row is None:
+        raise not_found("task", str(task_id))
+    return TaskOut(**row)
+
+
+@router.get("", response_model=Page[TaskOut])
+def list_(
+    views: Views, _: CanView, state: TaskState | None = None, project: str | None = None,
+    skip: Skip = 0, take: Take = 100,
+) -> Page[TaskOut]:
+    """Tasks, newest first; filter by state and project id."""
+    rows, total = list_tasks(
+        views, state=state.value if state else None, project_id=project, skip=skip, take=take
+    )
+    return Page[TaskOut](items=[TaskOut(**r) for r in rows], total=total)
+
+
+@router.post("/script", status_code=201, response_model=TaskOut)
+def script(
+    body: ScriptIn, app: App, container: Container, tasks: Tasks, actor: CanCreate,
+    response: Response,
+) -> TaskOut:
+    """Queue an ad-hoc script; it runs where the routing rule says."""
+    saved = app.queue_script(
+        syntax=body.syntax, script_body=body.script_body,
+        worker_pool_id=pool_ref(app, body.worker_pool_id), timeout_s=body.timeout_s, actor=actor,
+    )
+    tasks.poke()
+    return read_task(container, saved.aggregate.id, saved.position, response)
+
+
+@router.get("/{task_id}", response_model=TaskOut)
+def get(task_id: str, views: Views, _: CanView) -> TaskOut:
+    """One task with its steps."""
+    row = get_task(views, str(parse_id(task_id, "task")))
+    if row is None:
+        raise not_found("task", task_id)
+    return TaskOut(**row)
+
+
+@router.post("/{task_id}/cancel", response_model=TaskOut)
+def cancel(
+    task_id: str, app: App, container: Container, tasks: Tasks, actor: CanCreate,
+    response: Response,
+) -> TaskOut:
+    """Cancel a task; 409 once it has ended."""
+    saved = app.cancel_task(parse_id(task_id, "task"), actor=actor)
+    tasks.cancel(saved.aggregate.id)
+    return read_task(container, saved.aggregate.id, saved.position, response)
+
+
+@router.post("/{task_id}/interventions/{step}", response_model=TaskOut)
+def decide(
+    task_id: str, step: str, body: InterventionIn, app: App, container: Container, tasks: Tasks,
+    actor: CanCreate, response: Response,
+) -> TaskOut:
+    """Approve or reject a manual intervention; 409 when that step is not waiting."""
+    saved = app.decide_intervention(
+        parse_id(task_id, "task"), step, approved=body.decision is Decision.APPROVE,
+        note=body.note, actor=actor,
+    )
+    tasks.changed(saved.aggregate.id)
+    return read_task(container, saved.aggregate.id, saved.position, response)
+
+
+@router.get(
+    "/{task_id}/log",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}, "text/event-stream": {}}}},
+)
+async def log(
+    task_id: str, request: Request, container: Container, _: CanView,
+    follow: Annotated[bool, Query(description="stream (SSE) until the task ends")] = False,
+) -> Response:
+    """The task's log as text; with `follow=1`, Server-Sent Events (one line each, then an
+    `end` event with the task's state) until the task ends."""
+    tid = str(parse_id(task_id, "task"))
+    watch = container.runner.watch
+    await watch.wait_async(container.app.last_position, container.settings.read_wait_s)
+    task = await asyncio.to_thread(get_task, container.views, tid)
+    if task is None:
+        raise not_found("task", task_id)
+    if not follow:
+        lines = await asyncio.to_thread(read_log, container.views, tid, limit=10_000_000)
+        return PlainTextResponse("".join(format_line(line) + "\n" for line in lines))
+
+    async def events() -> AsyncIterator[bytes]:
+        after = (0, -1)
+        while not await request.is_disconnected():
+            lines = await asyncio.to_thread(
+                read_log, container.views, tid, after=after, limit=LOG_BATCH
+            )
+            for line in lines:
+                after = (line["position"], line["idx"])
+                payload = orjson.dumps({**line, "line": format_line(line)})
+                yield b"id: %d.%d\ndata: %s\n\n" % (after[0], after[1], payload)
+            if len(lines) == LOG_BATCH:
+                continue
+            current = await asyncio.to_thread(get_task, container.views, tid)
+            if current is not None and TaskState(current["state"]).is_final:
+                rest = await asyncio.to_thread(read_log, container.views, tid, after=after)
+                for line in rest:
+                    after = (line["position"], line["idx"])
+                    payload = orjson.dumps({**line, "line": format_line(line)})
+                    yield b"id: %d.%d\ndata: %s\n\n" % (after[0], after[1], payload)
+                yield b"event: end\ndata: %s\n\n" % orjson.dumps({"state": current["state"]})
+                return
+            if not await watch.wait_async(watch.position + 1, 15.0):
+                yield b": keep-alive\n\n"
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

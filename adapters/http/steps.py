@@ -1,0 +1,91 @@
+"""The step schema of the API and its translation to domain steps."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from pydantic import BaseModel, Field, StrictInt, StrictStr
+
+from adapters.http.schemas import Request
+from domain.app import Shoal
+from domain.errors import NotFound, Rejected
+from domain.process import Action, Certificate, Condition, Email, Start, Step, Syntax
+
+
+class EmailIn(Request):
+    """The message of an email step."""
+
+    to: list[StrictStr] = Field(min_length=1)
+    subject: StrictStr = ""
+    body: StrictStr = ""
+
+
+class CertificateIn(Request):
+    """The certificate of an import_certificate step."""
+
+    name: StrictStr = ""
+    pem: StrictStr
+
+
+class StepIn(Request):
+    """One step of a process."""
+
+    name: StrictStr
+    action: Action
+    worker_pool_id: StrictStr | None = Field(None, description="Pool id or name")
+    syntax: Syntax | None = None
+    script_body: StrictStr | None = None
+    start: Start = Start.AFTER_PREVIOUS
+    condition: Condition = Condition.SUCCESS
+    timeout_s: StrictInt | None = None
+    max_parallelism: StrictInt | None = None
+    email: EmailIn | None = None
+    instructions: StrictStr | None = None
+    certificate: CertificateIn | None = None
+
+
+class StepOut(BaseModel):
+    """A step as stored."""
+
+    name: str
+    action: Action
+    worker_pool_id: str | None
+    syntax: Syntax | None
+    script_body: str | None
+    start: Start
+    condition: Condition
+    timeout_s: int | None
+    max_parallelism: int | None
+    email: dict[str, object] | None
+    instructions: str | None
+    certificate: dict[str, object] | None
+
+
+def pool_ref(app: Shoal, ref: str | None) -> UUID | None:
+    """A pool named by id or name, as an id; 422 when there is no such pool."""
+    if ref is None:
+        return None
+    try:
+        return app.resolve_pool(ref).id
+    except NotFound:
+        raise Rejected(f"worker pool {ref!r} does not exist") from None
+
+
+def to_step(app: Shoal, step: StepIn) -> Step:
+    """The domain step for an API step (checked later, with the whole process)."""
+    return Step(
+        name=step.name,
+        action=step.action,
+        worker_pool_id=pool_ref(app, step.worker_pool_id),
+        syntax=step.syntax,
+        script_body=step.script_body,
+        start=step.start,
+        condition=step.condition,
+        timeout_s=step.timeout_s,
+        max_parallelism=step.max_parallelism,
+        email=Email(tuple(step.email.to), step.email.subject, step.email.body)
+        if step.email else None,
+        instructions=step.instructions,
+        certificate=Certificate(step.certificate.name, step.certificate.pem)
+        if step.certificate else None,
+    )

@@ -1,0 +1,122 @@
+"""CLI commands that talk to a running server over HTTP: run-script, events tail."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import httpx
+import orjson
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+class CliError(Exception):
+    """Ends the command with one line on stderr and an exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Stop the command."""
+    raise CliError(message, code)
+
+
+def client(server: str, api_key: str) -> httpx.Client:
+    """An HTTP client for the server with the key."""
+    return httpx.Client(
+        base_url=server.rstrip("/"), headers={"X-Api-Key": api_key},
+        timeout=httpx.Timeout(30.0, read=None),
+    )
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = None
+    return str(detail) if detail else response.text[:200] or response.reason_phrase
+
+
+def check(response: httpx.Response) -> httpx.Response:
+    """Turn an error answer into the CLI's exit codes."""
+    if response.status_code in (401, 403):
+        fail(f"the server refused the API key ({response.status_code}: {_detail(response)})",
+             EXIT_UNREACHABLE)
+    if response.status_code >= 500:
+        fail(f"the server failed ({response.status_code}: {_detail(response)})", EXIT_UNREACHABLE)
+    if response.status_code >= 400:
+        fail(_detail(response), EXIT_USAGE)
+    return response
+
+
+def request(c: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One request; an unreachable server is exit 3 naming the URL."""
+    try:
+        return check(c.request(method, path, **kwargs))
+    except httpx.TransportError as exc:
+        fail(f"cannot reach the server at {c.base_url}: {exc}", EXIT_UNREACHABLE)
+
+
+def sse(c: httpx.Client, path: str, headers: dict[str, str] | None = None) -> Iterator[tuple[str, bytes]]:
+    """(event, data) pairs of a Server-Sent Events stream."""
+    try:
+        with c.stream("GET", path, headers=headers or {}) as response:
+            if response.status_code >= 400:
+                response.read()
+                check(response)
+            event, data = "message", b""
+            for line in response.iter_lines():
+                if not line:
+                    if data:
+                        yield event, data
+                    event, data = "message", b""
+                elif line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data += line[5:].strip().encode()
+    except httpx.TransportError as exc:
+        fail(f"lost the connection to {c.base_url}: {exc}", EXIT_UNREACHABLE)
+
+
+def run_script(args: argparse.Namespace) -> int:
+    """Queue a script; print the task id; with --wait stream the log and exit with the
+    task's outcome (0 success, 1 anything else)."""
+    if args.file is not None:
+        try:
+            body = Path(args.file).read_text()
+        except OSError as exc:
+            fail(f"cannot read {args.file}: {exc.strerror}", EXIT_USAGE)
+    else:
+        body = args.script
+    payload: dict[str, Any] = {"syntax": args.syntax, "script_body": body}
+    if args.worker_pool:
+        payload["worker_pool_id"] = args.worker_pool
+    with client(args.server, args.api_key) as c:
+        task = request(c, "POST", "/api/tasks/script", json=payload).json()
+        print(task["id"], flush=True)
+        if not args.wait:
+            return EXIT_OK
+        state = "failed"
+        for event, data in sse(c, f"/api/tasks/{task['id']}/log?follow=1"):
+            item = orjson.loads(data)
+            if event == "end":
+                state = item["state"]
+                break
+            stream = sys.stderr if item["stream"] == "stderr" else sys.stdout
+            print(item["line"], file=stream, flush=True)
+        return EXIT_OK if state == "success" else EXIT_FAILED
+
+
+def events_tail(args: argparse.Namespace) -> int:
+    """Print the audit log from --after on, one JSON object per line, then follow it."""
+    with client(args.server, args.api_key) as c:
+        headers = {"Last-Event-ID": str(args.after)} if args.after else None
+        for _, data in sse(c, "/api/events/stream", headers):
+            print(data.decode(), flush=True)
+    return EXIT_OK

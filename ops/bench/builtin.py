@@ -1,0 +1,161 @@
+"""Built-in worker throughput and pickup latency, through a real `shoal server`.
+
+Measures, on SQLite (default) or PostgreSQL (--postgres URL):
+  * trivial steps per second: N ad-hoc `true` scripts queued over HTTP at once, from the
+    first POST to the last task finished (the server's task cap is raised to --cap);
+  * pickup latency: Task.StepAssigned -> Task.StepStarted (process running), p50/p99,
+    from the events' own timestamps;
+and, in the same run, the raw baseline: spawning `bash script.sh` (a file holding `true`)
+with asyncio, --cap at a time, the same N times. Prints a table and one JSON line.
+
+    .venv/bin/python ops/bench/builtin.py [--tasks 500] [--cap 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+SHOAL = str(Path(sys.executable).with_name("shoal"))
+
+
+def start_server(data_dir: Path, cap: int, database_url: str | None) -> tuple[subprocess.Popen[str], str]:
+    args = [SHOAL, "server", "--data-dir", str(data_dir), "--port", "0", "--task-cap", str(cap),
+            "--log-level", "WARNING"]
+    if database_url:
+        args += ["--database-url", database_url]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        match = re.search(r'"url":"(http://[^"]+)"', line)
+        if match:
+            url = match.group(1)
+            break
+    else:
+        raise SystemExit("server did not start")
+    while True:
+        try:
+            if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.02)
+
+
+async def run_tasks(url: str, key: str, n: int) -> tuple[float, list[str]]:
+    async with httpx.AsyncClient(base_url=url, headers={"X-Api-Key": key}, timeout=60) as c:
+        started = time.perf_counter()
+        sem = asyncio.Semaphore(32)
+
+        async def submit() -> str:
+            async with sem:
+                r = await c.post("/api/tasks/script", json={"syntax": "bash", "script_body": "true"})
+                r.raise_for_status()
+                return str(r.json()["id"])
+
+        ids = await asyncio.gather(*(submit() for _ in range(n)))
+        pending = set(ids)
+        while pending:
+            r = await c.get("/api/tasks", params={"state": "success", "take": 1000})
+            done = {t["id"] for t in r.json()["items"]}
+            failed = await c.get("/api/tasks", params={"state": "failed", "take": 10})
+            if failed.json()["total"]:
+                raise SystemExit(f"tasks failed: {failed.json()['items'][0]}")
+            pending -= done
+            if pending:
+                await asyncio.sleep(0.05)
+        return time.perf_counter() - started, ids
+
+
+def pickup_latencies(url: str, key: str) -> list[float]:
+    def events(kind: str) -> dict[tuple[str, str], datetime]:
+        out: dict[tuple[str, str], datetime] = {}
+        after = 0
+        while True:
+            page = httpx.get(f"{url}/api/events", headers={"X-Api-Key": key},
+                             params={"type": kind, "after": after, "limit": 1000}).json()
+            for e in page["items"]:
+                out[(e["aggregate_id"], e["data"]["step"])] = datetime.fromisoformat(e["timestamp"])
+            if page["next"] is None:
+                return out
+            after = page["next"]
+
+    assigned = events("Task.StepAssigned")
+    started = events("Task.StepStarted")
+    return [(started[k] - assigned[k]).total_seconds() for k in started if k in assigned]
+
+
+async def bare_spawns(n: int, cap: int, folder: Path) -> float:
+    script = folder / "script.sh"
+    script.write_text("true\n")
+    sem = asyncio.Semaphore(cap)
+
+    async def one() -> None:
+        async with sem:
+            proc = await asyncio.create_subprocess_exec(
+                "/bin/bash", str(script), cwd=folder,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+            await proc.communicate()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(n)))
+    return time.perf_counter() - started
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", type=int, default=500)
+    parser.add_argument("--cap", type=int, default=16)
+    parser.add_argument("--postgres", default=None, help="postgresql://… (default: SQLite)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        proc, url = start_server(data, args.cap, args.postgres)
+        try:
+            key = (data / "admin-api-key").read_text().strip()
+            asyncio.run(run_tasks(url, key, min(20, args.tasks)))  # warm-up
+            took, _ = asyncio.run(run_tasks(url, key, args.tasks))
+            latencies = pickup_latencies(url, key)
+        finally:
+            proc.terminate()
+            proc.wait(20)
+            assert proc.stdout is not None
+            proc.stdout.close()
+        bare = asyncio.run(bare_spawns(args.tasks, args.cap, Path(tmp)))
+    steps_s = args.tasks / took
+    bare_s = args.tasks / bare
+    p50, p99 = pct(latencies, 0.5) * 1000, pct(latencies, 0.99) * 1000
+    store = "postgresql" if args.postgres else "sqlite"
+    print(f"{'measurement':<40}{'value':>14}{'baseline':>14}{'ratio':>8}")
+    print(f"{'trivial steps/s (' + store + ')':<40}{steps_s:>14,.0f}{bare_s:>14,.0f}"
+          f"{steps_s / bare_s:>8.0%}")
+    print(f"{'pickup p50 (ms)':<40}{p50:>14.1f}")
+    print(f"{'pickup p99 (ms)':<40}{p99:>14.1f}")
+    print(json.dumps({
+        "bench": "builtin", "store": store, "tasks": args.tasks, "task_cap": args.cap,
+        "steps_per_s": round(steps_s, 1), "bare_spawns_per_s": round(bare_s, 1),
+        "ratio": round(steps_s / bare_s, 3), "pickup_p50_ms": round(p50, 2),
+        "pickup_p99_ms": round(p99, 2), "median_pickup_ms": round(statistics.median(latencies) * 1000, 2),
+        "targets": {"steps_per_s": 200, "ratio": 0.5, "pickup_p99_ms": 50},
+    }))
+
+
+if __name__ == "__main__":
+    main()

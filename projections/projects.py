@@ -1,0 +1,97 @@
+"""Project list: every live project with its current process."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+
+from domain.process import Step
+from domain.projects import Project
+from projections.base import Projection, handles, iso
+from projections.sql import Cursor, Database, page
+
+
+def step_dict(step: Step) -> dict[str, Any]:
+    """A step as plain JSON-ready data (enums as values, ids as strings)."""
+    data = asdict(step)
+    data["action"] = step.action.value
+    data["syntax"] = step.syntax.value if step.syntax else None
+    data["start"] = step.start.value
+    data["condition"] = step.condition.value
+    data["worker_pool_id"] = str(step.worker_pool_id) if step.worker_pool_id else None
+    data["packages"] = [{"id": p, "version": v} for p, v in step.packages]
+    return data
+
+
+class ProjectList(Projection):
+    """One row per live project."""
+
+    name = "projects"
+    tables = {  # noqa: RUF012
+        "rm_projects": (
+            "id TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL, "
+            "steps TEXT NOT NULL, created TEXT NOT NULL"
+        )
+    }
+
+    @handles(Project.Created)
+    def _created(self, e: Project.Created, position: int, cur: Cursor) -> None:
+        cur.execute(
+            "INSERT INTO rm_projects VALUES (?, ?, ?, '[]', ?)",
+            (str(e.originator_id), e.name, e.description, iso(e.timestamp)),
+        )
+
+    @handles(Project.Renamed)
+    def _renamed(self, e: Project.Renamed, position: int, cur: Cursor) -> None:
+        cur.execute("UPDATE rm_projects SET name = ? WHERE id = ?", (e.name, str(e.originator_id)))
+
+    @handles(Project.Described)
+    def _described(self, e: Project.Described, position: int, cur: Cursor) -> None:
+        cur.execute(
+            "UPDATE rm_projects SET description = ? WHERE id = ?",
+            (e.description, str(e.originator_id)),
+        )
+
+    @handles(Project.ProcessChanged)
+    def _process(self, e: Project.ProcessChanged, position: int, cur: Cursor) -> None:
+        steps = orjson.dumps([step_dict(s) for s in e.steps]).decode()
+        cur.execute("UPDATE rm_projects SET steps = ? WHERE id = ?", (steps, str(e.originator_id)))
+
+    @handles(Project.Deleted)
+    def _deleted(self, e: Project.Deleted, position: int, cur: Cursor) -> None:
+        cur.execute("DELETE FROM rm_projects WHERE id = ?", (str(e.originator_id),))
+
+
+def _project(row: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        "id": row[0], "name": row[1], "description": row[2], "steps": orjson.loads(row[3]),
+        "created": row[4],
+    }
+
+
+def list_projects(
+    db: Database, skip: int = 0, take: int = 100
+) -> tuple[list[dict[str, Any]], int]:
+    """Projects by name; and how many there are."""
+    with db.read() as cur:
+        cur.execute("SELECT COUNT(*) FROM rm_projects")
+        total = cur.fetchone()[0]
+        sql, params = page(
+            "SELECT id, name, description, steps, created FROM rm_projects "
+            "ORDER BY lower(name), id", skip, take,
+        )
+        cur.execute(sql, params)
+        return [_project(r) for r in cur.fetchall()], total
+
+
+def get_project(db: Database, project_id: str) -> dict[str, Any] | None:
+    """One project, or None."""
+    with db.read() as cur:
+        cur.execute(
+            "SELECT id, name, description, steps, created FROM rm_projects WHERE id = ?",
+            (project_id,),
+        )
+        row = cur.fetchone()
+        return None if row is None else _project(row)
