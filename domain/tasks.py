@@ -13,7 +13,7 @@ from domain.actors import Actor
 from domain.base import ShoalAggregate
 from domain.codec import register_enum
 from domain.errors import InvalidTransition
-from domain.plan import StepState, TaskState
+from domain.plan import StepState, TaskState, task_outcome
 from domain.process import Action, Step
 
 
@@ -231,6 +231,15 @@ class Task(ShoalAggregate):
     @event(CancelRequested)
     def _request_cancel(self, actor: Actor) -> None:
         self.cancel_requested = True
+
+    def finish_if_done(self, actor: Actor) -> bool:
+        """End the task once every step has ended; True when it did. Letting the last
+        step's save also end the task saves a round trip per task."""
+        if self.state.is_final or not all(r.state.is_final for r in self.runs.values()):
+            return False
+        outcome = task_outcome([r.state for r in self.runs.values()], self.cancel_requested)
+        self.finish(outcome, actor)
+        return True
 
     def finish(self, state: TaskState, actor: Actor) -> None:
         """The task ended with ``state``."""

@@ -73,14 +73,14 @@ class Dispatcher:
         actor = self.ctx.actor
         return lambda task: task.finish_step(step, StepState.FAILED, None, SERVER_STOPPED, actor)
 
-    def _spawn(self, task_id: UUID) -> None:
+    def _spawn(self, task_id: UUID, task: Task | None = None) -> None:
         run = TaskRun(self.ctx, task_id)
         self.runs[task_id] = run
-        self._tasks[task_id] = asyncio.create_task(self._run(run), name=f"task-{task_id}")
+        self._tasks[task_id] = asyncio.create_task(self._run(run, task), name=f"task-{task_id}")
 
-    async def _run(self, run: TaskRun) -> None:
+    async def _run(self, run: TaskRun, task: Task | None) -> None:
         try:
-            state = await run.run()
+            state = await run.run(task)
             log.info("task finished", extra={"task_id": str(run.task_id), "state": state.value})
         except asyncio.CancelledError:
             raise
@@ -111,13 +111,13 @@ class Dispatcher:
             if task_id in self.runs:
                 continue
             try:
-                await asyncio.to_thread(
+                saved = await asyncio.to_thread(
                     self.ctx.app.update_task, task_id,
                     lambda t: t.start(self.node, self.ctx.actor),
                 )
             except (InvalidTransition, NotFound):
                 continue  # cancelled meanwhile, or taken by another node
-            self._spawn(task_id)
+            self._spawn(task_id, saved.aggregate)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking tasks; stop running steps (recorded as stopped); wait for that."""

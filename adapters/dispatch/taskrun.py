@@ -9,11 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import smtplib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 from uuid import UUID
 
 from adapters.dispatch.mail import send_email
@@ -24,7 +23,15 @@ from domain.certificates import parse_pem
 from domain.errors import InvalidTransition, Rejected
 from domain.plan import StepState, TaskState, groups, should_run, skip_reason, task_outcome
 from domain.process import Action, Step
-from domain.routing import BUILT_IN_WORKER_NAME, Candidate, Refuse, RunOnBuiltIn, RunOnWorker, route
+from domain.routing import (
+    BUILT_IN_WORKER_NAME,
+    Candidate,
+    Refuse,
+    Route,
+    RunOnBuiltIn,
+    RunOnWorker,
+    route,
+)
 from domain.tasks import Task
 from domain.workers import HealthStatus
 from projections.membership import members_of
@@ -69,67 +76,84 @@ class TaskRun:
 
     async def _finish_step(
         self, step: str, outcome: StepState, exit_code: int | None = None, reason: str = ""
-    ) -> None:
+    ) -> StepState:
         actor = self.ctx.actor
 
         def change(task: Task) -> None:
             if not task.run_of(step).state.is_final:
                 task.finish_step(step, outcome, exit_code, reason, actor)
+            task.finish_if_done(actor)
 
-        await self._update(change)
+        task = await self._update(change)
+        return task.run_of(step).state
 
     # -- the task --------------------------------------------------------------------------
 
-    async def run(self) -> TaskState:
-        """Run the remaining steps and record the task's end."""
-        task = await self._load()
+    async def run(self, task: Task | None = None) -> TaskState:
+        """Run the remaining steps and record the task's end. ``task`` is the aggregate
+        as the caller last saved it (saves a load)."""
+        if task is None:
+            task = await self._load()
         failed = any(r.state.is_failure for r in task.runs.values())
         for group in groups(task.steps):
             steps = [task.steps[i] for i in group]
             pending = [s for s in steps if not task.runs[s.name].state.is_final]
+            failed = failed or any(task.runs[s.name].state.is_failure for s in steps)
+            if not pending:
+                continue
             if self.cancel.is_set() or task.cancel_requested:
                 for step in pending:
                     await self._finish_step(step.name, StepState.SKIPPED, reason="task cancelled")
                 continue
             async with asyncio.TaskGroup() as group_tasks:
-                for step in pending:
-                    group_tasks.create_task(self._run_step(step, failed))
-            task = await self._load()
-            failed = failed or any(task.runs[s.name].state.is_failure for s in steps)
+                runs = [group_tasks.create_task(self._run_step(step, failed)) for step in pending]
+            failed = failed or any(r.result().is_failure for r in runs)
+            task = await self._load() if self.cancel.is_set() else task
+        # Normally the last step's save ended the task; a resumed task with nothing left
+        # to run (or a cancelled one) is ended here.
         task = await self._load()
-        cancelled = task.cancel_requested or self.cancel.is_set()
-        final = task_outcome([r.state for r in task.runs.values()], cancelled)
         if not task.state.is_final:
-            await self._update(lambda t: t.finish(final, self.ctx.actor))
-        return final
+            task = await self._update(self._end())
+        return task.state
 
-    async def _run_step(self, step: Step, failed_before: bool) -> None:
+    def _end(self) -> Callable[[Task], None]:
+        actor = self.ctx.actor
+
+        def change(task: Task) -> None:
+            if not task.finish_if_done(actor) and not task.state.is_final:
+                cancelled = task.cancel_requested or self.cancel.is_set()
+                task.finish(task_outcome([r.state for r in task.runs.values()], cancelled), actor)
+
+        return change
+
+    async def _run_step(self, step: Step, failed_before: bool) -> StepState:
         if not should_run(step.condition, failed_before):
-            await self._finish_step(step.name, StepState.SKIPPED, reason=skip_reason(step.condition))
-            return
+            return await self._finish_step(
+                step.name, StepState.SKIPPED, reason=skip_reason(step.condition)
+            )
         try:
             if step.action is Action.SCRIPT:
-                await self._script(step)
-            elif step.action is Action.MANUAL_INTERVENTION:
-                await self._intervention(step)
-            elif step.action is Action.EMAIL:
-                await self._email(step)
-            elif step.action is Action.IMPORT_CERTIFICATE:
-                await self._certificate(step)
+                return await self._script(step)
+            if step.action is Action.MANUAL_INTERVENTION:
+                return await self._intervention(step)
+            if step.action is Action.EMAIL:
+                return await self._email(step)
+            return await self._certificate(step)
         except InvalidTransition as exc:
             log.info("step changed under us", extra={"task_id": str(self.task_id), "error": str(exc)})
+            return (await self._load()).run_of(step.name).state
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("step failed inside the server", extra={"task_id": str(self.task_id)})
-            await self._finish_step(
+            return await self._finish_step(
                 step.name, StepState.FAILED, reason=f"internal error: {type(exc).__name__}: {exc}"
             )
 
     # -- script steps: where, then run -----------------------------------------------------
 
-    async def _candidates(self, pool_id: UUID) -> tuple[Candidate, ...]:
-        rows = await asyncio.to_thread(members_of, self.ctx.views, str(pool_id))
+    def _candidates(self, pool_id: UUID) -> tuple[Candidate, ...]:
+        rows = members_of(self.ctx.views, str(pool_id))
         return tuple(
             Candidate(
                 worker_id=UUID(r["worker_id"]), name=r["worker_name"],
@@ -139,27 +163,37 @@ class TaskRun:
             for r in rows
         )
 
-    async def _script(self, step: Step) -> None:
-        app = self.ctx.app
+    def _route_and_assign(self, step: Step, turn: int) -> tuple[Route, str, str | None]:
+        """Decide where the step runs and, for the built-in worker, record the assignment,
+        all in one trip to a thread. Returns (decision, pool name, run-as user)."""
+        app, actor = self.ctx.app, self.ctx.actor
+        default_pool_id = app.default_pool_id()
+        pool = app.get_pool(step.worker_pool_id or default_pool_id)
+        config = app.configuration()
+        decision = route(
+            step_pool_id=step.worker_pool_id, default_pool_id=default_pool_id,
+            pool_name=pool.name, members=self._candidates(pool.id),
+            built_in_enabled=config.built_in_enabled, turn=turn,
+        )
+        if isinstance(decision, RunOnBuiltIn):
+            app.update_task(
+                self.task_id,
+                lambda t: t.assign(step.name, pool.id, None, BUILT_IN_WORKER_NAME, actor),
+            )
+        return decision, pool.name, config.run_as_user
+
+    async def _script(self, step: Step) -> StepState:
         deadline = asyncio.get_running_loop().time() + self.ctx.wait_limit_s
         turn = 0
         while True:
-            default_pool_id = await asyncio.to_thread(app.default_pool_id)
-            pool_id = step.worker_pool_id or default_pool_id
-            pool = await asyncio.to_thread(app.get_pool, pool_id)
-            config = await asyncio.to_thread(app.configuration)
-            decision = route(
-                step_pool_id=step.worker_pool_id, default_pool_id=default_pool_id,
-                pool_name=pool.name, members=await self._candidates(pool_id),
-                built_in_enabled=config.built_in_enabled, turn=turn,
+            decision, pool_name, run_as_user = await asyncio.to_thread(
+                self._route_and_assign, step, turn
             )
             turn += 1
             if isinstance(decision, RunOnBuiltIn):
-                await self._on_built_in(step, pool.name, decision.pool_id, config.run_as_user)
-                return
+                return await self._on_built_in(step, pool_name, run_as_user)
             if isinstance(decision, Refuse):
-                await self._finish_step(step.name, StepState.FAILED, reason=decision.reason)
-                return
+                return await self._finish_step(step.name, StepState.FAILED, reason=decision.reason)
             reason = (
                 decision.reason if not isinstance(decision, RunOnWorker) else
                 f"waiting: worker {decision.worker_name!r} was chosen, but this server cannot "
@@ -167,15 +201,13 @@ class TaskRun:
             )
             await self._update(self._waiting(step.name, reason))
             if asyncio.get_running_loop().time() >= deadline:
-                await self._finish_step(
+                return await self._finish_step(
                     step.name, StepState.FAILED,
-                    reason=f"no worker became available in pool {pool.name!r} within "
+                    reason=f"no worker became available in pool {pool_name!r} within "
                     f"{self.ctx.wait_limit_s:g}s",
                 )
-                return
             if await self._wait_for_change(2.0):
-                await self._finish_step(step.name, StepState.CANCELLED, reason="cancelled")
-                return
+                return await self._finish_step(step.name, StepState.CANCELLED, reason="cancelled")
 
     def _waiting(self, step: str, reason: str) -> Callable[[Task], None]:
         return lambda task: task.wait_for_worker(step, reason, self.ctx.actor)
@@ -194,11 +226,8 @@ class TaskRun:
                 t.cancel()
         return self.cancel.is_set()
 
-    async def _on_built_in(
-        self, step: Step, pool_name: str, pool_id: UUID, run_as_user: str | None
-    ) -> None:
+    async def _on_built_in(self, step: Step, pool_name: str, run_as_user: str | None) -> StepState:
         app, actor, name = self.ctx.app, self.ctx.actor, step.name
-        await self._update(lambda t: t.assign(name, pool_id, None, BUILT_IN_WORKER_NAME, actor))
         assert step.syntax is not None and step.script_body is not None
         request = StepRequest(
             task_id=str(self.task_id),
@@ -216,7 +245,7 @@ class TaskRun:
             run_as_user=run_as_user,
         )
 
-        async def sink(lines: Any) -> None:
+        async def sink(lines: Sequence[LogLine]) -> None:
             batch = [[_iso(line.at), line.stream, line.text] for line in lines]
             await asyncio.to_thread(app.append_log, self.task_id, name, batch, actor=actor)
 
@@ -236,11 +265,11 @@ class TaskRun:
             "timed_out": StepState.TIMED_OUT,
             "cancelled": StepState.CANCELLED,
         }[result.outcome]
-        await self._finish_step(name, outcome, result.exit_code, result.reason)
+        return await self._finish_step(name, outcome, result.exit_code, result.reason)
 
     # -- steps that run inside the server --------------------------------------------------
 
-    async def _intervention(self, step: Step) -> None:
+    async def _intervention(self, step: Step) -> StepState:
         actor = self.ctx.actor
         task = await self._load()
         if task.runs[step.name].state is not StepState.AWAITING_INTERVENTION:
@@ -250,7 +279,7 @@ class TaskRun:
         while True:
             task = await self._load()
             if task.runs[step.name].state.is_final:
-                return
+                return task.runs[step.name].state
             self.changed.clear()
             waiter = asyncio.create_task(self.changed.wait())
             cancel = asyncio.create_task(self.cancel.wait())
@@ -261,47 +290,41 @@ class TaskRun:
                 for t in (waiter, cancel):
                     t.cancel()
             if self.cancel.is_set():
-                await self._finish_step(step.name, StepState.CANCELLED, reason="cancelled")
-                return
+                return await self._finish_step(step.name, StepState.CANCELLED, reason="cancelled")
 
-    async def _email(self, step: Step) -> None:
+    async def _email(self, step: Step) -> StepState:
         config = await asyncio.to_thread(self.ctx.app.configuration)
         if step.email is None:
-            await self._finish_step(step.name, StepState.FAILED, reason="the step has no message")
-            return
+            return await self._finish_step(step.name, StepState.FAILED, reason="the step has no message")
         if config.smtp is None:
-            await self._finish_step(
+            return await self._finish_step(
                 step.name, StepState.FAILED,
                 reason="no SMTP server is configured: PUT /api/configuration/smtp first",
             )
-            return
         try:
             await send_email(config.smtp, step.email)
         except (OSError, smtplib.SMTPException) as exc:
-            await self._finish_step(
+            return await self._finish_step(
                 step.name, StepState.FAILED,
                 reason=f"could not send mail via {config.smtp.host}:{config.smtp.port}: {exc}",
             )
-            return
-        await self._finish_step(
+        return await self._finish_step(
             step.name, StepState.SUCCESS, reason=f"sent to {', '.join(step.email.to)}"
         )
 
-    async def _certificate(self, step: Step) -> None:
+    async def _certificate(self, step: Step) -> StepState:
         if step.certificate is None:
-            await self._finish_step(step.name, StepState.FAILED, reason="the step has no PEM")
-            return
+            return await self._finish_step(step.name, StepState.FAILED, reason="the step has no PEM")
         try:
             parsed = parse_pem(step.certificate.pem)
         except Rejected as exc:
-            await self._finish_step(step.name, StepState.FAILED, reason=str(exc))
-            return
+            return await self._finish_step(step.name, StepState.FAILED, reason=str(exc))
         name = step.certificate.name or parsed.subject
         await asyncio.to_thread(
             self.ctx.app.store_certificate, name, parsed, actor=self.ctx.actor
         )
         note = " (its private key was not stored)" if parsed.had_private_key else ""
-        await self._finish_step(
+        return await self._finish_step(
             step.name, StepState.SUCCESS,
             reason=f"imported {parsed.subject}, SHA-256 {parsed.thumbprint}{note}",
         )

@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -31,8 +32,7 @@ SHOAL = str(Path(sys.executable).with_name("shoal"))
 
 
 def start_server(data_dir: Path, cap: int, database_url: str | None) -> tuple[subprocess.Popen[str], str]:
-    args = [SHOAL, "server", "--data-dir", str(data_dir), "--port", "0", "--task-cap", str(cap),
-            "--log-level", "WARNING"]
+    args = [SHOAL, "server", "--data-dir", str(data_dir), "--port", "0", "--task-cap", str(cap)]
     if database_url:
         args += ["--database-url", database_url]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -44,6 +44,8 @@ def start_server(data_dir: Path, cap: int, database_url: str | None) -> tuple[su
             break
     else:
         raise SystemExit("server did not start")
+    # Keep reading its log lines, or the pipe fills and the server blocks on a write.
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
     while True:
         try:
             if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
