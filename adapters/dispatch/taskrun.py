@@ -64,15 +64,23 @@ class TaskRun:
         self.task_id = task_id
         self.cancel = asyncio.Event()
         self.changed = asyncio.Event()
+        # The task as this run last saved it: the run is normally its only writer, so it
+        # changes a copy of this instead of reading the store again.
+        self.known: Task | None = None
 
     # -- writing, off the event loop -------------------------------------------------------
 
-    async def _update(self, change: Callable[[Task], None]) -> Task:
-        saved = await asyncio.to_thread(self.ctx.app.update_task, self.task_id, change)
+    def _update_sync(self, change: Callable[[Task], None]) -> Task:
+        saved = self.ctx.app.update_known_task(self.known, self.task_id, change)
+        self.known = saved.aggregate
         return saved.aggregate
 
+    async def _update(self, change: Callable[[Task], None]) -> Task:
+        return await asyncio.to_thread(self._update_sync, change)
+
     async def _load(self) -> Task:
-        return await asyncio.to_thread(self.ctx.app.get_task, self.task_id)
+        self.known = await asyncio.to_thread(self.ctx.app.get_task, self.task_id)
+        return self.known
 
     async def _finish_step(
         self, step: str, outcome: StepState, exit_code: int | None = None, reason: str = ""
@@ -92,8 +100,8 @@ class TaskRun:
     async def run(self, task: Task | None = None) -> TaskState:
         """Run the remaining steps and record the task's end. ``task`` is the aggregate
         as the caller last saved it (saves a load)."""
-        if task is None:
-            task = await self._load()
+        task = await self._load() if task is None else task
+        self.known = task
         failed = any(r.state.is_failure for r in task.runs.values())
         for group in groups(task.steps):
             steps = [task.steps[i] for i in group]
@@ -111,7 +119,7 @@ class TaskRun:
             task = await self._load() if self.cancel.is_set() else task
         # Normally the last step's save ended the task; a resumed task with nothing left
         # to run (or a cancelled one) is ended here.
-        task = await self._load()
+        task = self.known if self.known is not None else await self._load()
         if not task.state.is_final:
             task = await self._update(self._end())
         return task.state
@@ -176,9 +184,8 @@ class TaskRun:
             built_in_enabled=config.built_in_enabled, turn=turn,
         )
         if isinstance(decision, RunOnBuiltIn):
-            app.update_task(
-                self.task_id,
-                lambda t: t.assign(step.name, pool.id, None, BUILT_IN_WORKER_NAME, actor),
+            self._update_sync(
+                lambda t: t.assign(step.name, pool.id, None, BUILT_IN_WORKER_NAME, actor)
             )
         return decision, pool.name, config.run_as_user
 

@@ -24,6 +24,7 @@ from adapters.http.routers import (
     tasks,
     workers,
 )
+from agent.executor import prefer_pidfd_child_watcher
 
 log = logging.getLogger("shoal.server")
 
@@ -49,6 +50,7 @@ def create_app(container: ServerContainer) -> FastAPI:
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=32, thread_name_prefix="shoal-io")
         )
+        prefer_pidfd_child_watcher()
         key = container.start()
         if key is not None:
             announce_admin_key(key, str(container.settings.admin_key_file))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from uuid import UUID
+
+from eventsourcing.persistence import RecordConflictError
 
 from domain.actors import Actor
 from domain.app.base import CommandsBase, Saved, command
 from domain.app.projects import ProjectCommands
 from domain.certificates import ParsedCertificate, StoredCertificate
-from domain.errors import Rejected
+from domain.errors import InvalidTransition, Rejected
 from domain.plan import TaskState
 from domain.process import Action, Step, Syntax, check_script
 from domain.tasklog import Line, TaskLog, log_id
@@ -71,6 +74,21 @@ class TaskCommands(ProjectCommands, CommandsBase):
         task = self.get_task(task_id)
         change(task)
         return Saved(task, self._save(task))
+
+    def update_known_task(
+        self, known: Task | None, task_id: UUID, change: Callable[[Task], None]
+    ) -> Saved[Task]:
+        """Like update_task, but start from ``known``, the task as the caller last saved
+        it, and skip reading the store. If someone else wrote to the task since (a cancel,
+        an intervention), the save conflicts and the change is made on a fresh load."""
+        if known is not None:
+            task = copy.deepcopy(known)
+            try:
+                change(task)
+                return Saved(task, self._save(task))
+            except (RecordConflictError, InvalidTransition):
+                pass  # stale: do it again from the store
+        return self.update_task(task_id, change)
 
     @command
     def cancel_task(self, task_id: UUID, *, actor: Actor) -> Saved[Task]:

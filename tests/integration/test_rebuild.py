@@ -9,9 +9,9 @@ from uuid import UUID
 import pytest
 
 from domain.app import Shoal
+from domain.keys import Permission
 from domain.plan import StepState, TaskState
 from domain.process import Action, Start, Step, Syntax
-from domain.keys import Permission
 from domain.workers import CommsStyle, HealthStatus
 from projections.runner import ProjectionRunner, diff
 from tests.helpers import TESTER, rid
