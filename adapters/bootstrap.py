@@ -49,6 +49,7 @@ class ServerContainer:
             actor=Actor(ActorKind.SYSTEM, f"node:{node}", f"Shoal server ({node})"),
             work_root=self.settings.work_root,
             wait_limit_s=self.settings.worker_wait_limit_s,
+            log_limit_bytes=self.settings.step_log_limit_bytes,
         )
         return Dispatcher(ctx, node=node, task_cap=self.settings.task_cap)
 

@@ -50,6 +50,14 @@ def build_parser() -> Parser:
         "--task-cap", type=_positive, default=5, help="tasks this node runs at once"
     )
     server.add_argument("--node-name", help="this node's name (default: the host name)")
+    server.add_argument(
+        "--worker-wait-limit", type=_positive, default=600, metavar="SECONDS",
+        help="how long a step waits for a worker before it fails (default 600)",
+    )
+    server.add_argument(
+        "--step-log-limit-mb", type=_positive, default=50, metavar="MB",
+        help="a step's log is truncated with a marker past this size (default 50)",
+    )
     server.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
 
     replay = commands.add_parser(

@@ -66,6 +66,8 @@ def run_server(args: argparse.Namespace) -> int:
         database_url=args.database_url,
         task_cap=args.task_cap,
         node_name=args.node_name,
+        worker_wait_limit_s=float(args.worker_wait_limit),
+        step_log_limit_bytes=args.step_log_limit_mb * 1024 * 1024,
     )
     try:
         sock = _bind(settings.host, settings.port)

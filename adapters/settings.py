@@ -26,6 +26,8 @@ class Settings:
     read_wait_s: float = 5.0
     # How long a step waits for a worker before it fails.
     worker_wait_limit_s: float = 600.0
+    # A step's log is cut (with a marker) past this many bytes.
+    step_log_limit_bytes: int = 50 * 1024 * 1024
 
     @classmethod
     def from_env(cls, **given: object) -> Settings:

@@ -103,6 +103,7 @@ class Task(ShoalAggregate):
         self.node: str | None = None
         self.runs: dict[str, StepRun] = {s.name: StepRun() for s in steps}
         self.cancel_requested = False
+        self.queued_by = actor.name
         self.is_deleted = False
 
     # -- queries -------------------------------------------------------------------------

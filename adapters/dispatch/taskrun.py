@@ -54,6 +54,7 @@ class RunContext:
     actor: Actor
     work_root: Path
     wait_limit_s: float
+    log_limit_bytes: int = 50 * 1024 * 1024
 
 
 class TaskRun:
@@ -250,6 +251,7 @@ class TaskRun:
             work_root=self.ctx.work_root,
             timeout_s=step.timeout_s,
             run_as_user=run_as_user,
+            max_log_bytes=self.ctx.log_limit_bytes,
         )
 
         async def sink(lines: Sequence[LogLine]) -> None:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Depends, Response
 from pydantic import BaseModel, StrictStr
 
 from adapters.http.deps import App, Container, Tasks, Views, require, wait_for
-from adapters.http.routers.tasks import TaskOut, read_task
+from adapters.http.routers.tasks import TaskOut, new_task
 from adapters.http.schemas import Page, Request, Skip, Take, not_found, parse_id, position_header
 from adapters.http.steps import StepIn, StepOut, to_step
 from domain.actors import Actor
@@ -123,10 +123,10 @@ def set_process(
 
 @router.post("/{project_id}/runs", status_code=201, response_model=TaskOut)
 def run(
-    project_id: str, app: App, container: Container, tasks: Tasks, actor: CanRun,
-    response: Response, body: Annotated[RunIn | None, Body()] = None,
+    project_id: str, app: App, tasks: Tasks, actor: CanRun, response: Response,
+    body: Annotated[RunIn | None, Body()] = None,
 ) -> TaskOut:
     """Run the project's current process as a new task."""
     saved = app.queue_run(parse_id(project_id, "project"), actor=actor)
     tasks.poke()
-    return read_task(container, saved.aggregate.id, saved.position, response)
+    return new_task(saved.aggregate, saved.position, response)

@@ -22,7 +22,7 @@ from domain.actors import Actor
 from domain.keys import Permission
 from domain.plan import StepState, TaskState
 from domain.process import Syntax
-from domain.tasks import TaskKind
+from domain.tasks import Task, TaskKind
 from projections.tasklogs import format_line, read_log
 from projections.tasks import get_task, list_tasks
 
@@ -87,6 +87,24 @@ class InterventionIn(Body):
     note: StrictStr = ""
 
 
+def new_task(task: Task, position: int, response: Response) -> TaskOut:
+    """A task just queued, from the aggregate as saved: nothing about it is in the read
+    model that the aggregate does not say, so the answer need not wait for it."""
+    response.headers.update(position_header(position))
+    return TaskOut(
+        id=str(task.id), kind=task.kind, name=task.name,
+        project_id=str(task.project_id) if task.project_id else None,
+        state=task.state, node=None, created=task.created_on.isoformat(), started=None,
+        finished=None, queued_by=task.queued_by,
+        steps=[
+            TaskStepOut(name=s.name, action=s.action.value, state=StepState.PENDING,
+                        worker_id=None, worker_name=None, exit_code=None, reason="",
+                        started=None, finished=None)
+            for s in task.steps
+        ],
+    )
+
+
 def read_task(
     container: ServerContainer, task_id: UUID, position: int, response: Response
 ) -> TaskOut:
@@ -113,8 +131,7 @@ def list_(
 
 @router.post("/script", status_code=201, response_model=TaskOut)
 def script(
-    body: ScriptIn, app: App, container: Container, tasks: Tasks, actor: CanCreate,
-    response: Response,
+    body: ScriptIn, app: App, tasks: Tasks, actor: CanCreate, response: Response
 ) -> TaskOut:
     """Queue an ad-hoc script; it runs where the routing rule says."""
     saved = app.queue_script(
@@ -122,7 +139,7 @@ def script(
         worker_pool_id=pool_ref(app, body.worker_pool_id), timeout_s=body.timeout_s, actor=actor,
     )
     tasks.poke()
-    return read_task(container, saved.aggregate.id, saved.position, response)
+    return new_task(saved.aggregate, saved.position, response)
 
 
 @router.get("/{task_id}", response_model=TaskOut)
