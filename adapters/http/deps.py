@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -19,7 +19,11 @@ _api_key_header = APIKeyHeader(name="X-Api-Key", auto_error=False, description="
 _bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token")
 
 
-def get_container(request: Request) -> ServerContainer:
+# Dependencies that do not block are `async def`: FastAPI runs a plain `def` dependency
+# in its thread pool, which costs a thread hop per dependency per request.
+
+
+async def get_container(request: Request) -> ServerContainer:
     """The running server's parts (set on app.state by the lifespan)."""
     container: ServerContainer = request.app.state.container
     return container
@@ -28,16 +32,17 @@ def get_container(request: Request) -> ServerContainer:
 Container = Annotated[ServerContainer, Depends(get_container)]
 
 
-def get_app(container: Container) -> Shoal:
+async def get_app(container: Container) -> Shoal:
     """The Application (write side)."""
     return container.app
 
 
-def fresh_views(container: Container) -> Database:
+async def fresh_views(container: Container) -> Database:
     """The read models, once they include every write this node has made: a client
     that just changed something reads its own change."""
     target = container.app.last_position
-    if container.runner.watch.position < target and not container.runner.watch.wait(
+    watch = container.runner.watch
+    if watch.position < target and not await watch.wait_async(
         target, container.settings.read_wait_s
     ):
         raise HTTPException(503, "read models are behind the event log; try again shortly")
@@ -68,11 +73,11 @@ def authenticate(
     return key
 
 
-def require(permission: Permission) -> Callable[..., Actor]:
+def require(permission: Permission) -> Callable[..., Awaitable[Actor]]:
     """A dependency that lets the request through only with ``permission``, and gives
     the route the actor to record on its events."""
 
-    def check(key: Annotated[ApiKey, Depends(authenticate)]) -> Actor:
+    async def check(key: Annotated[ApiKey, Depends(authenticate)]) -> Actor:
         if not grants(frozenset(key.permissions), permission):
             raise HTTPException(403, f"this API key lacks the {permission.value} permission")
         return key.actor
@@ -89,7 +94,7 @@ def wait_for(container: ServerContainer, position: int) -> None:
         )
 
 
-def get_dispatcher(request: Request) -> Dispatcher:
+async def get_dispatcher(request: Request) -> Dispatcher:
     """This node's task dispatcher."""
     dispatcher: Dispatcher = request.app.state.dispatcher
     return dispatcher
