@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 
 from eventsourcing.domain import event
 
 from domain.actors import Actor
 from domain.base import ShoalAggregate
-from domain.codec import register_enum
+from domain.codec import register_enum, register_record
 from domain.errors import Rejected
+from domain.rules import clean_description
 
 DEFAULT_POLICY_NAME = "Default Machine Policy"
 
@@ -24,6 +26,7 @@ fi
 echo "disk space free: ${free_pct}%"
 """
 
+DEFAULT_INTERVAL_S = 3600
 MIN_INTERVAL_S = 10
 MAX_INTERVAL_S = 7 * 24 * 3600
 MAX_SCRIPT_BYTES = 64 * 1024
@@ -45,23 +48,35 @@ class CleanUp(str, Enum):
     DELETE_UNAVAILABLE = "delete_unavailable"
 
 
-def check_policy_values(
-    health_check_interval_s: int,
-    health_check_script: str,
-    cleanup_after_s: int | None,
-    cleanup: CleanUp,
-) -> None:
-    """Reject values a policy cannot run with."""
-    if not MIN_INTERVAL_S <= health_check_interval_s <= MAX_INTERVAL_S:
+@register_record
+@dataclass(frozen=True)
+class PolicySettings:
+    """Everything a policy says besides its name; changed as a whole."""
+
+    description: str = ""
+    health_check_interval_s: int = DEFAULT_INTERVAL_S
+    health_check_script: str = DEFAULT_HEALTH_SCRIPT
+    connectivity: Connectivity = Connectivity.EXPECTED_ONLINE
+    cleanup: CleanUp = CleanUp.KEEP
+    cleanup_after_s: int | None = None
+
+
+def check_policy_values(settings: PolicySettings) -> PolicySettings:
+    """Reject settings a policy cannot run with."""
+    if not MIN_INTERVAL_S <= settings.health_check_interval_s <= MAX_INTERVAL_S:
         raise Rejected(
             f"health_check_interval_s must be between {MIN_INTERVAL_S} and {MAX_INTERVAL_S}"
         )
-    if not health_check_script.strip():
+    if not settings.health_check_script.strip():
         raise Rejected("health_check_script must not be empty")
-    if len(health_check_script.encode()) > MAX_SCRIPT_BYTES:
+    if len(settings.health_check_script.encode()) > MAX_SCRIPT_BYTES:
         raise Rejected(f"health_check_script must be at most {MAX_SCRIPT_BYTES} bytes")
-    if cleanup is CleanUp.DELETE_UNAVAILABLE and (cleanup_after_s is None or cleanup_after_s < 60):
+    if settings.cleanup is CleanUp.DELETE_UNAVAILABLE and (
+        settings.cleanup_after_s is None or settings.cleanup_after_s < 60
+    ):
         raise Rejected("cleanup delete_unavailable needs cleanup_after_s of at least 60")
+    clean_description(settings.description)
+    return settings
 
 
 class MachinePolicy(ShoalAggregate):
@@ -69,43 +84,18 @@ class MachinePolicy(ShoalAggregate):
 
     class Created(ShoalAggregate.Created):
         name: str
-        description: str
-        health_check_interval_s: int
-        health_check_script: str
-        connectivity: Connectivity
-        cleanup: CleanUp
-        cleanup_after_s: int | None
+        settings: PolicySettings
 
     class Renamed(ShoalAggregate.Event):
         name: str
 
     class Updated(ShoalAggregate.Event):
-        description: str
-        health_check_interval_s: int
-        health_check_script: str
-        connectivity: Connectivity
-        cleanup: CleanUp
-        cleanup_after_s: int | None
+        settings: PolicySettings
 
     @event(Created)
-    def __init__(
-        self,
-        name: str,
-        description: str,
-        health_check_interval_s: int,
-        health_check_script: str,
-        connectivity: Connectivity,
-        cleanup: CleanUp,
-        cleanup_after_s: int | None,
-        actor: Actor,
-    ) -> None:
+    def __init__(self, name: str, settings: PolicySettings, actor: Actor) -> None:
         self.name = name
-        self.description = description
-        self.health_check_interval_s = health_check_interval_s
-        self.health_check_script = health_check_script
-        self.connectivity = connectivity
-        self.cleanup = cleanup
-        self.cleanup_after_s = cleanup_after_s
+        self.settings = settings
         self.is_deleted = False
 
     def rename(self, name: str, actor: Actor) -> None:
@@ -117,47 +107,20 @@ class MachinePolicy(ShoalAggregate):
     def _rename(self, name: str, actor: Actor) -> None:
         self.name = name
 
-    def update(
-        self,
-        description: str,
-        health_check_interval_s: int,
-        health_check_script: str,
-        connectivity: Connectivity,
-        cleanup: CleanUp,
-        cleanup_after_s: int | None,
-        actor: Actor,
-    ) -> None:
+    def update(self, settings: PolicySettings, actor: Actor) -> None:
         """Change the policy's settings; records nothing when nothing changes."""
-        check_policy_values(health_check_interval_s, health_check_script, cleanup_after_s, cleanup)
-        new = (description, health_check_interval_s, health_check_script, connectivity, cleanup,
-               cleanup_after_s)
-        old = (self.description, self.health_check_interval_s, self.health_check_script,
-               self.connectivity, self.cleanup, self.cleanup_after_s)
-        if new != old:
-            self._update(
-                description=description,
-                health_check_interval_s=health_check_interval_s,
-                health_check_script=health_check_script,
-                connectivity=connectivity,
-                cleanup=cleanup,
-                cleanup_after_s=cleanup_after_s,
-                actor=actor,
-            )
+        check_policy_values(settings)
+        if settings != self.settings:
+            self._update(settings=settings, actor=actor)
 
     @event(Updated)
-    def _update(
-        self,
-        description: str,
-        health_check_interval_s: int,
-        health_check_script: str,
-        connectivity: Connectivity,
-        cleanup: CleanUp,
-        cleanup_after_s: int | None,
-        actor: Actor,
-    ) -> None:
-        self.description = description
-        self.health_check_interval_s = health_check_interval_s
-        self.health_check_script = health_check_script
-        self.connectivity = connectivity
-        self.cleanup = cleanup
-        self.cleanup_after_s = cleanup_after_s
+    def _update(self, settings: PolicySettings, actor: Actor) -> None:
+        self.settings = settings
+
+    # Read-only views of the settings, for callers that want one field.
+    description = property(lambda self: self.settings.description)
+    health_check_interval_s = property(lambda self: self.settings.health_check_interval_s)
+    health_check_script = property(lambda self: self.settings.health_check_script)
+    connectivity = property(lambda self: self.settings.connectivity)
+    cleanup = property(lambda self: self.settings.cleanup)
+    cleanup_after_s = property(lambda self: self.settings.cleanup_after_s)

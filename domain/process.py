@@ -95,14 +95,16 @@ class Step:
     packages: tuple[tuple[str, str], ...] = field(default=())
 
 
-def check_script(syntax: Syntax | None, script_body: str | None, what: str = "script_body") -> None:
-    """A script needs a syntax and a non-empty body of at most 1 MiB."""
+def check_script(syntax: Syntax | None, script_body: str | None, step: str | None = None) -> None:
+    """A script needs a syntax and a non-empty body of at most 1 MiB. Messages name
+    ``step`` when given."""
+    where = f"step {step!r}: " if step is not None else ""
     if syntax is None:
-        raise Rejected("a script step needs a syntax: bash, sh or python")
+        raise Rejected(f"{where}a script step needs a syntax: bash, sh or python")
     if script_body is None or not script_body.strip():
-        raise Rejected(f"{what} must not be empty")
+        raise Rejected(f"{where}script_body must not be empty")
     if len(script_body.encode()) > MAX_SCRIPT_BYTES:
-        raise Rejected(f"{what} must be at most {MAX_SCRIPT_BYTES} bytes")
+        raise Rejected(f"{where}script_body must be at most {MAX_SCRIPT_BYTES} bytes")
 
 
 def check_step(step: Step) -> Step:
@@ -113,7 +115,7 @@ def check_step(step: Step) -> Step:
     if step.max_parallelism is not None and step.max_parallelism < 1:
         raise Rejected(f"step {name!r}: max_parallelism must be at least 1")
     if step.action is Action.SCRIPT:
-        check_script(step.syntax, step.script_body, f"step {name!r}: script_body")
+        check_script(step.syntax, step.script_body, name)
     elif step.worker_pool_id is not None or step.script_body is not None:
         raise Rejected(f"step {name!r}: a {step.action.value} step runs in the server and "
                        "takes no worker_pool_id or script_body")

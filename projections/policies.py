@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.policies import MachinePolicy
+from domain.policies import MachinePolicy, PolicySettings
 from projections.base import Projection, handles, iso
 from projections.sql import Cursor, Database, page
 
@@ -26,11 +26,7 @@ class PolicyList(Projection):
     def _created(self, e: MachinePolicy.Created, position: int, cur: Cursor) -> None:
         cur.execute(
             "INSERT INTO rm_policies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                str(e.originator_id), e.name, e.description, e.health_check_interval_s,
-                e.health_check_script, e.connectivity.value, e.cleanup.value,
-                e.cleanup_after_s, iso(e.timestamp),
-            ),
+            (str(e.originator_id), e.name, *_values(e.settings), iso(e.timestamp)),
         )
 
     @handles(MachinePolicy.Renamed)
@@ -43,11 +39,15 @@ class PolicyList(Projection):
             "UPDATE rm_policies SET description = ?, health_check_interval_s = ?, "
             "health_check_script = ?, connectivity = ?, cleanup = ?, cleanup_after_s = ? "
             "WHERE id = ?",
-            (
-                e.description, e.health_check_interval_s, e.health_check_script,
-                e.connectivity.value, e.cleanup.value, e.cleanup_after_s, str(e.originator_id),
-            ),
+            (*_values(e.settings), str(e.originator_id)),
         )
+
+
+def _values(s: PolicySettings) -> tuple[Any, ...]:
+    return (
+        s.description, s.health_check_interval_s, s.health_check_script, s.connectivity.value,
+        s.cleanup.value, s.cleanup_after_s,
+    )
 
 
 _COLUMNS = (

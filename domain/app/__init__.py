@@ -8,14 +8,14 @@ from domain.actors import SYSTEM, Actor
 from domain.app.base import CommandsBase, Saved, command
 from domain.app.configuration import ConfigurationCommands
 from domain.app.keys import KeyCommands
-from domain.app.policies import DEFAULT_INTERVAL_S, POLICY
+from domain.app.policies import POLICY
 from domain.app.pools import POOL
 from domain.app.tasks import TaskCommands
 from domain.app.workers import WorkerCommands
 from domain.errors import Conflict
 from domain.installation import INSTALLATION_ID, Installation
 from domain.keys import Permission
-from domain.policies import DEFAULT_HEALTH_SCRIPT, DEFAULT_POLICY_NAME, CleanUp, Connectivity
+from domain.policies import DEFAULT_POLICY_NAME, PolicySettings
 from domain.pools import WorkerPool
 
 DEFAULT_POOL_NAME = "Default Worker Pool"
@@ -40,14 +40,9 @@ class Shoal(WorkerCommands, TaskCommands, ConfigurationCommands, KeyCommands, Co
         pool = WorkerPool(name=DEFAULT_POOL_NAME, description="", sort_order=0, actor=actor)
         pool.make_default(actor)
         policy = self._new_policy(
-            name=DEFAULT_POLICY_NAME,
-            description="Applied to workers that name no other policy.",
-            health_check_interval_s=DEFAULT_INTERVAL_S,
-            health_check_script=DEFAULT_HEALTH_SCRIPT,
-            connectivity=Connectivity.EXPECTED_ONLINE,
-            cleanup=CleanUp.KEEP,
-            cleanup_after_s=None,
-            actor=actor,
+            DEFAULT_POLICY_NAME,
+            PolicySettings(description="Applied to workers that name no other policy."),
+            actor,
         )
         key, text = self._new_key(ADMIN_KEY_NAME, (Permission.ADMINISTER,), actor)
         installation = Installation(

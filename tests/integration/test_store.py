@@ -16,7 +16,7 @@ from domain.actors import Actor, ActorKind
 from domain.app import Shoal
 from domain.errors import Conflict
 from domain.keys import ApiKey, Permission
-from domain.policies import CleanUp, Connectivity, MachinePolicy
+from domain.policies import CleanUp, Connectivity, MachinePolicy, PolicySettings
 from domain.pools import WorkerPool
 from domain.workers import CommsStyle, Worker
 from tests.helpers import TESTER, rid
@@ -88,9 +88,10 @@ def test_events_keep_their_types_after_reopening_the_store(
 
     created = next(e for e in read_back if isinstance(e, MachinePolicy.Created)
                    and e.originator_id == policy.id)
-    assert created.connectivity is Connectivity.MAY_BE_OFFLINE
-    assert created.cleanup is CleanUp.DELETE_UNAVAILABLE
-    assert created.cleanup_after_s == 600
+    assert created.settings.connectivity is Connectivity.MAY_BE_OFFLINE
+    assert created.settings.cleanup is CleanUp.DELETE_UNAVAILABLE
+    assert type(created.settings) is PolicySettings
+    assert created.settings.cleanup_after_s == 600
 
     key_created = next(e for e in read_back if isinstance(e, ApiKey.Created)
                        and e.originator_id == key.aggregate.id)

@@ -10,9 +10,8 @@ from pydantic import BaseModel, StrictInt, StrictStr
 from adapters.http.deps import App, Container, Views, require, wait_for
 from adapters.http.schemas import Page, Request, Skip, Take, not_found, parse_id, position_header
 from domain.actors import Actor
-from domain.app.policies import DEFAULT_INTERVAL_S
 from domain.keys import Permission
-from domain.policies import DEFAULT_HEALTH_SCRIPT, CleanUp, Connectivity
+from domain.policies import DEFAULT_HEALTH_SCRIPT, DEFAULT_INTERVAL_S, CleanUp, Connectivity
 from projections.policies import get_policy, list_policies
 
 router = APIRouter(prefix="/api/machine-policies", tags=["machine policies"])
