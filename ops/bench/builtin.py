@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -128,9 +129,18 @@ def main() -> None:
     parser.add_argument("--cap", type=int, default=16)
     parser.add_argument("--postgres", default=None, help="postgresql://… (default: SQLite)")
     args = parser.parse_args()
+    database_url, schema = args.postgres, None
+    if database_url:
+        import psycopg
+
+        # A schema of its own, dropped afterwards, so runs never see each other's tasks.
+        schema = f"bench_builtin_{os.getpid()}"
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        database_url += ("&" if "?" in database_url else "?") + f"schema={schema}"
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        proc, url = start_server(data, args.cap, args.postgres)
+        proc, url = start_server(data, args.cap, database_url)
         try:
             key = (data / "admin-api-key").read_text().strip()
             asyncio.run(run_tasks(url, key, min(20, args.tasks)))  # warm-up
@@ -142,6 +152,11 @@ def main() -> None:
             assert proc.stdout is not None
             proc.stdout.close()
         bare = asyncio.run(bare_spawns(args.tasks, args.cap, Path(tmp)))
+    if schema is not None:
+        import psycopg
+
+        with psycopg.connect(args.postgres, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     steps_s = args.tasks / took
     bare_s = args.tasks / bare
     p50, p99 = pct(latencies, 0.5) * 1000, pct(latencies, 0.99) * 1000
