@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -81,7 +80,21 @@ async def run_tasks(url: str, key: str, n: int) -> float:
         return time.perf_counter() - started
 
 
-def pickup_latencies(url: str, key: str) -> list[float]:
+async def run_one_at_a_time(url: str, key: str, n: int) -> set[str]:
+    """Queue n trivial scripts one after another, each once the last has ended; their ids."""
+    ids: set[str] = set()
+    async with httpx.AsyncClient(base_url=url, headers={"X-Api-Key": key}, timeout=60) as c:
+        for _ in range(n):
+            r = await c.post("/api/tasks/script", json={"syntax": "bash", "script_body": "true"})
+            task_id = r.json()["id"]
+            ids.add(task_id)
+            # Polling over HTTP is the point here: it is how a client learns the end.
+            while (await c.get(f"/api/tasks/{task_id}")).json()["state"] != "success":  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+    return ids
+
+
+def pickup_latencies(url: str, key: str, only: set[str] | None = None) -> list[float]:
     def events(kind: str) -> dict[tuple[str, str], datetime]:
         out: dict[tuple[str, str], datetime] = {}
         after = 0
@@ -96,7 +109,11 @@ def pickup_latencies(url: str, key: str) -> list[float]:
 
     assigned = events("Task.StepAssigned")
     started = events("Task.StepStarted")
-    return [(started[k] - assigned[k]).total_seconds() for k in started if k in assigned]
+    return [
+        (started[k] - assigned[k]).total_seconds()
+        for k in started
+        if k in assigned and (only is None or k[0] in only)
+    ]
 
 
 async def bare_spawns(n: int, cap: int, folder: Path) -> float:
@@ -127,6 +144,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--cap", type=int, default=16)
+    parser.add_argument("--quiet", type=int, default=100, help="tasks run one at a time")
     parser.add_argument("--postgres", default=None, help="postgresql://… (default: SQLite)")
     args = parser.parse_args()
     database_url, schema = args.postgres, None
@@ -145,7 +163,9 @@ def main() -> None:
             key = (data / "admin-api-key").read_text().strip()
             asyncio.run(run_tasks(url, key, min(20, args.tasks)))  # warm-up
             took = asyncio.run(run_tasks(url, key, args.tasks))
-            latencies = pickup_latencies(url, key)
+            burst = pickup_latencies(url, key)
+            quiet_ids = asyncio.run(run_one_at_a_time(url, key, args.quiet))
+            quiet = pickup_latencies(url, key, quiet_ids)
         finally:
             proc.terminate()
             proc.wait(20)
@@ -159,18 +179,26 @@ def main() -> None:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     steps_s = args.tasks / took
     bare_s = args.tasks / bare
-    p50, p99 = pct(latencies, 0.5) * 1000, pct(latencies, 0.99) * 1000
     store = "postgresql" if args.postgres else "sqlite"
+    rows = [
+        ("pickup p50, one at a time (ms)", pct(quiet, 0.5) * 1000),
+        ("pickup p99, one at a time (ms)", pct(quiet, 0.99) * 1000),
+        (f"pickup p50, burst of {args.tasks} (ms)", pct(burst, 0.5) * 1000),
+        (f"pickup p99, burst of {args.tasks} (ms)", pct(burst, 0.99) * 1000),
+    ]
     print(f"{'measurement':<40}{'value':>14}{'baseline':>14}{'ratio':>8}")
     print(f"{'trivial steps/s (' + store + ')':<40}{steps_s:>14,.0f}{bare_s:>14,.0f}"
           f"{steps_s / bare_s:>8.0%}")
-    print(f"{'pickup p50 (ms)':<40}{p50:>14.1f}")
-    print(f"{'pickup p99 (ms)':<40}{p99:>14.1f}")
+    for name, value in rows:
+        print(f"{name:<40}{value:>14.1f}")
     print(json.dumps({
         "bench": "builtin", "store": store, "tasks": args.tasks, "task_cap": args.cap,
         "steps_per_s": round(steps_s, 1), "bare_spawns_per_s": round(bare_s, 1),
-        "ratio": round(steps_s / bare_s, 3), "pickup_p50_ms": round(p50, 2),
-        "pickup_p99_ms": round(p99, 2), "median_pickup_ms": round(statistics.median(latencies) * 1000, 2),
+        "ratio": round(steps_s / bare_s, 3),
+        "pickup_quiet_p50_ms": round(pct(quiet, 0.5) * 1000, 2),
+        "pickup_quiet_p99_ms": round(pct(quiet, 0.99) * 1000, 2),
+        "pickup_burst_p50_ms": round(pct(burst, 0.5) * 1000, 2),
+        "pickup_burst_p99_ms": round(pct(burst, 0.99) * 1000, 2),
         "targets": {"steps_per_s": 200, "ratio": 0.5, "pickup_p99_ms": 50},
     }))
 
