@@ -126,6 +126,16 @@ class Task(ShoalAggregate):
         if self.state.is_final:
             raise InvalidTransition(f"the task has already ended ({self.state.value})")
 
+    def _require_executing(self, step: str) -> StepRun:
+        """The task is running and ``step`` has not ended: what changing a step needs."""
+        self._require_active()
+        if self.state is not TaskState.EXECUTING:
+            raise InvalidTransition(f"the task is {self.state.value}, not executing")
+        run = self.run_of(step)
+        if run.state.is_final:
+            raise InvalidTransition(f"step {step!r} already ended ({run.state.value})")
+        return run
+
     def start(self, node: str, actor: Actor) -> None:
         """A server node takes the task out of the queue."""
         if self.state is not TaskState.QUEUED:
@@ -139,8 +149,7 @@ class Task(ShoalAggregate):
 
     def wait_for_worker(self, step: str, reason: str, actor: Actor) -> None:
         """Record why a step cannot start yet (only when the reason changes)."""
-        self._require_active()
-        run = self.run_of(step)
+        run = self._require_executing(step)
         if run.state is not StepState.WAITING or run.reason != reason:
             self._wait(step=step, reason=reason, actor=actor)
 
@@ -152,8 +161,9 @@ class Task(ShoalAggregate):
         self, step: str, pool_id: UUID | None, worker_id: UUID | None, worker_name: str, actor: Actor
     ) -> None:
         """Give a step to a worker (None: the built-in worker)."""
-        self._require_active()
-        if self.run_of(step).state not in (StepState.PENDING, StepState.WAITING, StepState.ASSIGNED):
+        if self._require_executing(step).state not in (
+            StepState.PENDING, StepState.WAITING, StepState.ASSIGNED
+        ):
             raise InvalidTransition(f"step {step!r} is {self.runs[step].state.value}")
         self._assign(step=step, pool_id=pool_id, worker_id=worker_id, worker_name=worker_name,
                      actor=actor)
@@ -170,8 +180,7 @@ class Task(ShoalAggregate):
 
     def mark_started(self, step: str, pid: int | None, actor: Actor) -> None:
         """The step's process is running."""
-        self._require_active()
-        if self.run_of(step).state is not StepState.ASSIGNED:
+        if self._require_executing(step).state is not StepState.ASSIGNED:
             raise InvalidTransition(f"step {step!r} is {self.runs[step].state.value}, not assigned")
         self._mark_started(step=step, pid=pid, actor=actor)
 
@@ -183,11 +192,9 @@ class Task(ShoalAggregate):
         self, step: str, outcome: StepState, exit_code: int | None, reason: str, actor: Actor
     ) -> None:
         """The step ended (or was skipped) with ``outcome``."""
-        self._require_active()
         if not outcome.is_final:
             raise InvalidTransition(f"{outcome.value} is not an outcome")
-        if self.run_of(step).state.is_final:
-            raise InvalidTransition(f"step {step!r} already ended ({self.runs[step].state.value})")
+        self._require_executing(step)
         self._finish_step(step=step, outcome=outcome, exit_code=exit_code, reason=reason, actor=actor)
 
     @event(StepFinished)
@@ -198,9 +205,10 @@ class Task(ShoalAggregate):
 
     def request_intervention(self, step: str, instructions: str, actor: Actor) -> None:
         """A manual intervention step waits for a person."""
-        self._require_active()
         if self.step(step).action is not Action.MANUAL_INTERVENTION:
             raise InvalidTransition(f"step {step!r} is not a manual intervention")
+        if self._require_executing(step).state is StepState.AWAITING_INTERVENTION:
+            raise InvalidTransition(f"step {step!r} is already waiting for an intervention")
         self._request_intervention(step=step, instructions=instructions, actor=actor)
 
     @event(InterventionRequested)

@@ -19,6 +19,13 @@ class ConfigurationCommands(CommandsBase):
         found = self._find(Configuration, CONFIGURATION_ID)
         return found if found is not None else Configuration(actor=actor)
 
+    def _save_configuration(self, config: Configuration) -> int:
+        # A first "change" that changes nothing must not create the configuration: its
+        # only pending event would be Created, and the audit log would show a change.
+        if config.version == 1 and len(config.pending_events) == 1:
+            return self.last_position
+        return self._save(config)
+
     @command
     def configure_built_in_worker(
         self, *, enabled: bool | None = None, run_as_user: str | None = None,
@@ -30,12 +37,12 @@ class ConfigurationCommands(CommandsBase):
         config.configure_built_in_worker(
             enabled if enabled is not None else config.built_in_enabled, user, actor
         )
-        return Saved(config, self._save(config))
+        return Saved(config, self._save_configuration(config))
 
     @command
     def configure_smtp(self, *, smtp: Smtp | None, actor: Actor) -> Saved[Configuration]:
         """Set or clear the mail server used by email steps."""
         config = self._configuration_for_change(actor)
         config.configure_smtp(smtp, actor)
-        return Saved(config, self._save(config))
+        return Saved(config, self._save_configuration(config))
 
