@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import signal
 import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from adapters.settings import Settings
@@ -53,6 +56,20 @@ def _quiet_server(config: Any) -> Any:
     return Server(config)
 
 
+def lock_data_dir(data_dir: Path) -> int | None:
+    """Hold an exclusive lock on the data folder for the life of the process. A SQLite
+    store has one owner: its aggregate cache trusts that no one else writes. Returns the
+    lock's file descriptor, or None when another server holds it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def run_server(args: argparse.Namespace) -> int:
     """Run until SIGINT/SIGTERM. Exit 2 when the address cannot be used, 3 when the
     event store cannot be reached."""
@@ -69,6 +86,10 @@ def run_server(args: argparse.Namespace) -> int:
         worker_wait_limit_s=float(args.worker_wait_limit),
         step_log_limit_bytes=args.step_log_limit_mb * 1024 * 1024,
     )
+    if settings.database_url is None and lock_data_dir(settings.data_dir) is None:
+        print(f"shoal server: another shoal server is already using {settings.data_dir}",
+              file=sys.stderr)
+        return 2
     try:
         sock = _bind(settings.host, settings.port)
     except OSError as exc:

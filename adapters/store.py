@@ -81,6 +81,9 @@ def app_env(data_dir: Path, database_url: str | None) -> dict[str, str]:
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": str(data_dir / "events.db"),
             "SQLITE_LOCK_TIMEOUT": "10",
+            # One server process owns a SQLite store (the data folder is locked), so its
+            # cache is always current: no read before each write to fast-forward it.
+            "AGGREGATE_CACHE_FASTFORWARD": "n",
         }
     pg = PostgresTarget.parse(database_url)
     env = {

@@ -8,7 +8,12 @@ from collections.abc import Callable
 from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    LRUCache,
+    ProcessingEvent,
+)
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import RecordConflictError, Recording
 
@@ -46,6 +51,9 @@ def command(method: Callable[P, R]) -> Callable[P, R]:
             try:
                 return method(*args, **kwargs)
             except RecordConflictError:
+                app = args[0] if args else None
+                if isinstance(app, CommandsBase):
+                    app.forget_cached()  # a cached copy may be what went stale
                 if attempt == MAX_ATTEMPTS:
                     raise Conflict("changed concurrently by another request; try again") from None
         raise AssertionError("unreachable")  # pragma: no cover
@@ -85,8 +93,19 @@ class CommandsBase(Application[UUID]):
         # Every write goes through one writer thread that groups concurrent saves into a
         # single transaction: one disk sync for many commands, and no SQLite writers
         # colliding and backing off in the busy handler. The repository fast-forwards
-        # from the store, so the cache needs no update here.
-        return self._committer.put(processing_event.events)
+        # When the cache does not fast-forward (one process owns the store), it is
+        # updated here, as the library's own _record does.
+        recordings = self._committer.put(processing_event.events)
+        if self.repository.cache and not self.repository.fastforward:
+            for aggregate_id, aggregate in processing_event.aggregates.items():
+                self.repository.cache.put(aggregate_id, aggregate)
+        return recordings
+
+    def forget_cached(self) -> None:
+        """Drop cached aggregates (after a conflict: someone else wrote)."""
+        # The cache is an LRUCache because AGGREGATE_CACHE_MAXSIZE is always set.
+        if isinstance(self.repository.cache, LRUCache):
+            self.repository.cache.clear()
 
     def _notify(self, recordings: list[Recording[UUID]]) -> None:
         if not recordings:

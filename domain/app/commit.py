@@ -1,7 +1,8 @@
 """Group commit: concurrent saves share one transaction (and one disk sync).
 
-Each save hands its events to one writer thread and waits. The writer takes everything
-waiting, writes it in one transaction and hands each caller back its own recordings. If
+A save with nothing else in flight writes at once, in its caller's thread. Otherwise it
+hands its events to one writer thread and waits; the writer takes everything waiting,
+writes it in one transaction and hands each caller back its own recordings. If
 the combined write conflicts (two callers changed the same aggregate), it writes each
 caller's events on their own, so only the caller that lost the race sees the conflict,
 exactly as without grouping.
@@ -32,9 +33,18 @@ class GroupCommitter:
         )
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        # Held by whoever is writing: the writer thread or a caller on the fast path.
+        self._writing = threading.Lock()
+        self._queued = 0
 
     def put(self, events: Sequence[Any]) -> list[Any]:
         """Write ``events`` atomically (possibly with others'); their recordings."""
+        if self._queued == 0 and self._writing.acquire(blocking=False):
+            try:
+                # Nothing to group with: skip the hand-off to the writer thread.
+                return self._put(events)
+            finally:
+                self._writing.release()
         if self._thread is None:
             with self._start_lock:
                 if self._thread is None:
@@ -43,6 +53,8 @@ class GroupCommitter:
                     )
                     self._thread.start()
         future: Future[list[Any]] = Future()
+        with self._start_lock:
+            self._queued += 1
         self._queue.put((events, future))
         return future.result()
 
@@ -73,6 +85,12 @@ class GroupCommitter:
             self._write(group)
 
     def _write(self, group: list[tuple[Sequence[Any], Future[list[Any]]]]) -> None:
+        with self._writing:
+            self._write_group(group)
+        with self._start_lock:
+            self._queued -= len(group)
+
+    def _write_group(self, group: list[tuple[Sequence[Any], Future[list[Any]]]]) -> None:
         if len(group) > 1:
             try:
                 recordings = self._put([e for events, _ in group for e in events])
