@@ -55,3 +55,18 @@ def test_busy_port_is_exit_2(tmp_path) -> None:
 def test_replay_of_a_folder_without_a_store_is_exit_2(tmp_path) -> None:
     r = subprocess.run([SHOAL, "replay", "--data-dir", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "no event store" in r.stderr
+
+
+def test_a_second_server_on_the_same_sqlite_data_is_exit_2(tmp_path) -> None:
+    from tests.e2e.server import ServerProcess
+
+    first = ServerProcess(tmp_path / "data").start()
+    try:
+        r = subprocess.run(
+            [SHOAL, "server", "--data-dir", str(tmp_path / "data"), "--port", "0"],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert r.returncode == 2
+        assert len(r.stderr.strip().splitlines()) == 1 and "already using" in r.stderr
+    finally:
+        first.stop()
