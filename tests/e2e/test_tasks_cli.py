@@ -1,0 +1,101 @@
+"""`shoal run-script` against the real server: the task id, --wait's log and exit code,
+and one clear line with exit 3 when the server is wrong or away."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.server import SHOAL
+from tests.e2e.tasks_support import (
+    BUILT_IN,
+    OptionServer,
+    free_port,
+    lines_of,
+    log,
+    served,
+    task_total,
+    wait_task,
+)
+from tests.helpers import rid
+
+pytestmark = pytest.mark.e2e
+
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+@pytest.fixture(scope="module")
+def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OptionServer]:
+    with served(request, tmp_path_factory.mktemp("shoal")) as s:
+        yield s
+
+
+def shoal(
+    srv: OptionServer, *args: str, key: str | None = None, url: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    base = [SHOAL, "run-script", "--server", url or srv.url, "--api-key", key or srv.admin_key]
+    return subprocess.run([*base, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_run_script_prints_the_task_id_and_queues_it(srv: OptionServer) -> None:
+    r = shoal(srv, "--script", "echo from-cli")
+    assert r.returncode == 0, r.stderr
+    tid = r.stdout.strip()
+    assert UUID.match(tid), r.stdout
+    with srv.client() as c:
+        done = wait_task(c, tid)
+        assert done["state"] == "success" and done["steps"][0]["worker_name"] == BUILT_IN
+        assert lines_of(log(c, tid), "Run script") == ["from-cli"]
+
+
+def test_wait_streams_the_log_and_exits_with_the_outcome(srv: OptionServer, tmp_path: Path) -> None:
+    ok = shoal(srv, "--syntax", "python", "--script", "print('py-' + 'ok')", "--wait")
+    assert ok.returncode == 0, ok.stderr
+    assert UUID.match(ok.stdout.splitlines()[0])
+    assert "[stdout] Run script | py-ok" in ok.stdout and "Task success" in ok.stdout
+
+    bad = shoal(srv, "--script", "echo going-down; exit 4", "--wait")
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "going-down" in bad.stdout and "exit code 4" in bad.stdout
+    assert "Traceback" not in bad.stderr
+
+    path = tmp_path / "deploy.sh"
+    path.write_text('echo "file:$SHOAL_WORKER_POOL"\n')
+    pool = ("--worker-pool", "Default Worker Pool")
+    named = shoal(srv, "--file", str(path), *pool, "--syntax", "sh", "--wait")
+    assert named.returncode == 0, named.stderr
+    assert "[stdout] Run script | file:Default Worker Pool" in named.stdout
+
+
+def test_wrong_key_and_unreachable_server_are_exit_3_with_one_line(srv: OptionServer) -> None:
+    with srv.client() as c:
+        before = task_total(c)
+    wrong = shoal(srv, "--script", "echo nope", "--wait", key="shoal_" + rid("bogus"))
+    away = shoal(srv, "--script", "echo nope", "--wait", url=f"http://127.0.0.1:{free_port()}")
+    for r in (wrong, away):
+        assert r.returncode == 3, (r.returncode, r.stdout, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "Traceback" not in r.stderr and not r.stdout.strip()
+    assert srv.admin_key not in wrong.stderr
+    with srv.client() as c:
+        assert task_total(c) == before
+
+
+def test_bad_usage_is_exit_2(srv: OptionServer, tmp_path: Path) -> None:
+    with srv.client() as c:
+        before = task_total(c)
+    cases = [
+        shoal(srv, "--script", "echo x", "--worker-pool", rid("no-such-pool")),
+        shoal(srv, "--file", str(tmp_path / "missing.sh")),
+        shoal(srv, "--script", "echo x", "--syntax", "cobol"),
+    ]
+    for r in cases:
+        assert r.returncode == 2, (r.returncode, r.stderr)
+        assert r.stderr.strip() and "Traceback" not in r.stderr
+    assert "does not exist" in cases[0].stderr
+    with srv.client() as c:
+        assert task_total(c) == before
