@@ -32,29 +32,41 @@ class Dispatcher:
         self._poke = asyncio.Event()
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- signals from the API ----------------------------------------------------------------
 
+    # These are called from request handlers in worker threads: asyncio objects may only
+    # be touched from their loop, and setting an Event from another thread would neither
+    # be safe nor wake the loop.
+
+    def _on_loop(self, event: asyncio.Event) -> None:
+        if self._loop is None:
+            event.set()
+        else:
+            self._loop.call_soon_threadsafe(event.set)
+
     def poke(self) -> None:
         """Something was queued (or a slot freed): look at the queue now."""
-        self._poke.set()
+        self._on_loop(self._poke)
 
     def cancel(self, task_id: UUID) -> None:
         """Stop a task running on this node (its cancel was recorded already)."""
         run = self.runs.get(task_id)
         if run is not None:
-            run.cancel.set()
+            self._on_loop(run.cancel)
 
     def changed(self, task_id: UUID) -> None:
         """A running task was changed from outside (e.g. an intervention decided)."""
         run = self.runs.get(task_id)
         if run is not None:
-            run.changed.set()
+            self._on_loop(run.changed)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Recover this node's unfinished tasks, then follow the queue."""
+        self._loop = asyncio.get_running_loop()
         for task_id in await asyncio.to_thread(executing_task_ids, self.ctx.views, self.node):
             await self._recover(UUID(task_id))
         self._loop_task = asyncio.create_task(self._follow(), name="shoal-dispatcher")
@@ -93,11 +105,12 @@ class Dispatcher:
 
     async def _follow(self) -> None:
         while not self._stopping:
+            # Cleared before looking, so a poke that arrives while we look is not lost.
+            self._poke.clear()
             try:
                 await self._take_queued()
             except Exception:
                 log.exception("could not read the task queue; retrying")
-            self._poke.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), timeout=1.0)
 
@@ -105,6 +118,8 @@ class Dispatcher:
         free = self.task_cap - len(self.runs)
         if free <= 0:
             return
+        # The queue is a read model: let it include what this node just queued.
+        await self.ctx.watch.wait_async(self.ctx.app.last_position, 1.0)
         ids = await asyncio.to_thread(queued_task_ids, self.ctx.views, free)
         for raw in ids:
             task_id = UUID(raw)
