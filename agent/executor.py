@@ -582,8 +582,8 @@ def _let_through(root: Path, user: pwd.struct_passwd) -> None:
         if not allowed:
             raise _Refused(
                 f"cannot run the step as user {user.pw_name!r}: it cannot reach the work folder "
-                f"{root} because {folder} is not searchable by it; choose a work root under "
-                "folders other users may enter"
+                f"{root} because {folder} is not searchable by it; let other users enter "
+                f"{folder} (chmod o+x) or keep the data folder under folders they may enter"
             )
 
 

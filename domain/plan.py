@@ -81,8 +81,8 @@ def should_run(condition: Condition, failed_before: bool) -> bool:
 def skip_reason(condition: Condition) -> str:
     """What the log says about a step its condition skipped."""
     if condition is Condition.FAILURE:
-        return "skipped: it runs only when an earlier step failed, and none did"
-    return "skipped: an earlier step failed"
+        return "it runs only when an earlier step failed, and none did"
+    return "an earlier step failed"
 
 
 def task_outcome(states: Sequence[StepState], cancelled: bool) -> TaskState:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from uuid import UUID
 
@@ -69,10 +70,26 @@ class Email:
 @register_record
 @dataclass(frozen=True)
 class Certificate:
-    """An import-certificate step's PEM and the name to store it under."""
+    """An import-certificate step's PEM and the name to store it under. Private keys are
+    taken out before the step is stored (``dropped_private_key`` says one was there)."""
 
     name: str
     pem: str
+    dropped_private_key: bool = False
+
+
+_PRIVATE_KEY = re.compile(
+    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?-----END [A-Z0-9 ]*PRIVATE KEY-----\s*", re.S
+)
+
+
+def without_private_keys(certificate: Certificate) -> Certificate:
+    """The certificate with any private key blocks removed from its PEM: keys must not
+    sit in events (processes, tasks) in clear text."""
+    pem, found = _PRIVATE_KEY.subn("", certificate.pem)
+    if not found:
+        return certificate
+    return replace(certificate, pem=pem, dropped_private_key=True)
 
 
 @register_record
@@ -125,17 +142,11 @@ def check_step(step: Step) -> Step:
         for address in step.email.to:
             if "@" not in address or any(c in address for c in " \r\n"):
                 raise Rejected(f"step {name!r}: {address!r} is not an email address")
-    if step.action is Action.IMPORT_CERTIFICATE and (
-        step.certificate is None or not step.certificate.pem.strip()
-    ):
-        raise Rejected(f"step {name!r}: an import_certificate step needs certificate.pem")
-    return step if name == step.name else _renamed(step, name)
-
-
-def _renamed(step: Step, name: str) -> Step:
-    from dataclasses import replace
-
-    return replace(step, name=name)
+    if step.action is Action.IMPORT_CERTIFICATE:
+        if step.certificate is None or not step.certificate.pem.strip():
+            raise Rejected(f"step {name!r}: an import_certificate step needs certificate.pem")
+        step = replace(step, certificate=without_private_keys(step.certificate))
+    return step if name == step.name else replace(step, name=name)
 
 
 def check_process(steps: tuple[Step, ...]) -> tuple[Step, ...]:

@@ -260,3 +260,8 @@ class Task(ShoalAggregate):
     @event(Finished)
     def _finish(self, state: TaskState, actor: Actor) -> None:
         self.state = state
+        # Steps never reached (a task cancelled while queued) end as skipped.
+        reason = "task cancelled" if state is TaskState.CANCELLED else "task ended"
+        for name, run in self.runs.items():
+            if not run.state.is_final:
+                self.runs[name] = replace(run, state=StepState.SKIPPED, reason=reason)

@@ -14,6 +14,7 @@ class TaskList(Projection):
     """One row per task and one per step of it."""
 
     name = "tasks"
+    version = 2
     tables = {  # noqa: RUF012
         "rm_tasks": (
             "id TEXT PRIMARY KEY, queued_at BIGINT NOT NULL, kind TEXT NOT NULL, "
@@ -95,6 +96,12 @@ class TaskList(Projection):
             cur, e, state=e.outcome.value, exit_code=e.exit_code, reason=e.reason,
             finished=iso(e.timestamp),
         )
+        # Steps that run inside the server have no separate start: they start and end here.
+        cur.execute(
+            "UPDATE rm_task_steps SET started = finished "
+            "WHERE task_id = ? AND name = ? AND started IS NULL",
+            (str(e.originator_id), e.step),
+        )
 
     @handles(Task.Finished)
     def _finished(self, e: Task.Finished, position: int, cur: Cursor) -> None:
@@ -102,8 +109,16 @@ class TaskList(Projection):
             "UPDATE rm_tasks SET state = ?, finished = ? WHERE id = ?",
             (e.state.value, iso(e.timestamp), str(e.originator_id)),
         )
+        # As the aggregate does: steps never reached end as skipped.
+        reason = "task cancelled" if e.state is TaskState.CANCELLED else "task ended"
+        cur.execute(
+            f"UPDATE rm_task_steps SET state = 'skipped', reason = ?, finished = ? "
+            f"WHERE task_id = ? AND state NOT IN ({_FINAL})",
+            (reason, iso(e.timestamp), str(e.originator_id)),
+        )
 
 
+_FINAL = ", ".join(f"'{s.value}'" for s in StepState if s.is_final)
 _TASK = "id, kind, name, project_id, state, node, created, started, finished, queued_by"
 _STEP = "name, action, state, worker_id, worker_name, exit_code, reason, started, finished"
 

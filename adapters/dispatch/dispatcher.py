@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 from uuid import UUID
 
-from adapters.dispatch.orphans import kill_step_processes
+from adapters.dispatch.orphans import kill_step_processes, remove_leftover_folders
 from adapters.dispatch.taskrun import SERVER_STOPPED, RunContext, TaskRun
 from domain.errors import InvalidTransition, NotFound
 from domain.plan import StepState
@@ -67,6 +67,8 @@ class Dispatcher:
     async def start(self) -> None:
         """Recover this node's unfinished tasks, then follow the queue."""
         self._loop = asyncio.get_running_loop()
+        # Nothing runs on this node yet, so any step folder left is from a crash.
+        await asyncio.to_thread(remove_leftover_folders, self.ctx.work_root)
         for task_id in await asyncio.to_thread(executing_task_ids, self.ctx.views, self.node):
             await self._recover(UUID(task_id))
         self._loop_task = asyncio.create_task(self._follow(), name="shoal-dispatcher")

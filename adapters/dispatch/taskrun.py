@@ -332,7 +332,8 @@ class TaskRun:
         await asyncio.to_thread(
             self.ctx.app.store_certificate, name, parsed, actor=self.ctx.actor
         )
-        note = " (its private key was not stored)" if parsed.had_private_key else ""
+        dropped = parsed.had_private_key or step.certificate.dropped_private_key
+        note = " (its private key was not stored)" if dropped else ""
         return await self._finish_step(
             step.name, StepState.SUCCESS,
             reason=f"imported {parsed.subject}, SHA-256 {parsed.thumbprint}{note}",

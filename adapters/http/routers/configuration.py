@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pwd
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
@@ -11,6 +12,7 @@ from adapters.http.deps import App, require
 from adapters.http.schemas import Request, position_header
 from domain.actors import Actor
 from domain.configuration import Smtp
+from domain.errors import Rejected
 from domain.keys import Permission
 
 router = APIRouter(prefix="/api/configuration", tags=["configuration"])
@@ -66,7 +68,14 @@ def get_built_in(app: App, _: CanAdminister) -> BuiltInWorkerOut:
 def patch_built_in(
     body: BuiltInWorkerPatch, app: App, actor: CanAdminister, response: Response
 ) -> BuiltInWorkerOut:
-    """Change the built-in worker's settings."""
+    """Change the built-in worker's settings; 422 when the user does not exist here."""
+    if body.run_as_user:
+        try:
+            pwd.getpwnam(body.run_as_user)
+        except KeyError:
+            raise Rejected(
+                f"there is no OS user {body.run_as_user!r} on this server; create it first"
+            ) from None
     saved = app.configure_built_in_worker(
         enabled=body.enabled, run_as_user=body.run_as_user or None,
         clear_run_as_user=body.run_as_user == "", actor=actor,
