@@ -96,12 +96,14 @@ class TaskList(Projection):
             cur, e, state=e.outcome.value, exit_code=e.exit_code, reason=e.reason,
             finished=iso(e.timestamp),
         )
-        # Steps that run inside the server have no separate start: they start and end here.
-        cur.execute(
-            "UPDATE rm_task_steps SET started = finished "
-            "WHERE task_id = ? AND name = ? AND started IS NULL",
-            (str(e.originator_id), e.step),
-        )
+        # Steps that run inside the server have no separate start: they start and end
+        # here. A skipped step never started.
+        if e.outcome is not StepState.SKIPPED:
+            cur.execute(
+                "UPDATE rm_task_steps SET started = finished "
+                "WHERE task_id = ? AND name = ? AND started IS NULL",
+                (str(e.originator_id), e.step),
+            )
 
     @handles(Task.Finished)
     def _finished(self, e: Task.Finished, position: int, cur: Cursor) -> None:

@@ -21,18 +21,27 @@ URL_LINE = re.compile(r'"url":"(http://[^"]+)"')
 class ServerProcess:
     """One `shoal server` process on a free port, with its output captured."""
 
-    def __init__(self, data_dir: Path, database_url: str | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        database_url: str | None = None,
+        extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.database_url = database_url
+        self.extra = list(extra or [])  # more `shoal server` options
+        self.env = dict(env or {})  # more variables in the server's environment
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
         self.url = ""
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
-        args = [SHOAL, "server", "--data-dir", str(self.data_dir), "--port", "0"]
+        args = [SHOAL, "server", "--data-dir", str(self.data_dir), "--port", "0", *self.extra]
         if self.database_url:
             args += ["--database-url", self.database_url]
         env = {k: v for k, v in os.environ.items() if k != "SHOAL_DATABASE_URL"}
+        env.update(self.env)
         self.lines = []
         self.proc = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
@@ -73,6 +82,13 @@ class ServerProcess:
     def client(self, key: str | None = None) -> httpx.Client:
         headers = {"X-Api-Key": key if key is not None else self.admin_key}
         return httpx.Client(base_url=self.url, headers=headers, timeout=10)
+
+    def crash(self) -> None:
+        """kill -9 the server (no clean shutdown), then release its pipe."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+        self.stop()
 
     def stop(self) -> int | None:
         if self.proc is None:

@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.server import SHOAL, URL_LINE, ServerProcess, drop_schema, schema_url
+from tests.e2e.server import ServerProcess, drop_schema, schema_url
 from tests.helpers import wait_until
 
 FINAL = ("success", "failed", "cancelled", "timed_out")
@@ -30,61 +29,11 @@ CANARY = "SHOAL_E2E_SERVER_ONLY"
 
 
 class OptionServer(ServerProcess):
-    """A ServerProcess that passes extra `shoal server` options and sets a canary variable
-    in the server's environment. Same start logic as ServerProcess.start, plus ``extra``."""
+    """A ServerProcess with extra `shoal server` options and a canary variable in the
+    server's environment (scripts must not see it)."""
 
     def __init__(self, data_dir: Path, database_url: str | None = None, extra: list[str] | None = None):
-        super().__init__(data_dir, database_url)
-        self.extra = list(extra or [])
-
-    def start(self, timeout: float = 20.0) -> OptionServer:
-        args = [SHOAL, "server", "--data-dir", str(self.data_dir), "--port", "0", *self.extra]
-        if self.database_url:
-            args += ["--database-url", self.database_url]
-        env = {k: v for k, v in os.environ.items() if k != "SHOAL_DATABASE_URL"}
-        env[CANARY] = "leaked"
-        self.lines = []
-        self.url_found = False
-        self.proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        )
-        found = threading.Event()
-
-        def pump() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self.lines.append(line)
-                match = URL_LINE.search(line)
-                if match and not self.url_found:
-                    self.url = match.group(1)
-                    self.url_found = True
-                    found.set()
-
-        self.pump = threading.Thread(target=pump, daemon=True)
-        self.pump.start()
-        if not found.wait(timeout):
-            self.stop()
-            raise RuntimeError("server did not start:\n" + "".join(self.lines))
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        try:
-            wait_until(healthy, timeout, what="the server to become healthy")
-        except AssertionError:
-            self.stop()
-            raise
-        return self
-
-    def crash(self) -> None:
-        """kill -9 the server (no clean shutdown), then release its pipe."""
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-        self.stop()
+        super().__init__(data_dir, database_url, extra, env={CANARY: "leaked"})
 
 
 @contextmanager
