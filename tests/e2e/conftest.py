@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.server import ServerProcess, drop_schema, schema_url
+from tests.e2e.tasks_support import OptionServer, served
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -28,3 +29,11 @@ def server(
         proc.stop()
         if base and database_url:
             drop_schema(base, database_url)
+
+
+@pytest.fixture(scope="module")
+def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OptionServer]:
+    """A server of this module's own on SQLite, with extra options possible, for the task
+    tests (they change server-wide settings, so they do not share the `server` fixture)."""
+    with served(request, tmp_path_factory.mktemp("shoal")) as s:
+        yield s

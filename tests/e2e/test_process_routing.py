@@ -4,7 +4,6 @@ worker and never falls back to the server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -20,7 +19,6 @@ from tests.e2e.tasks_support import (
     project,
     run,
     script,
-    served,
     sh,
     step,
     task,
@@ -31,12 +29,6 @@ from tests.e2e.tasks_support import (
 from tests.helpers import rid
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OptionServer]:
-    with served(request, tmp_path_factory.mktemp("shoal")) as s:
-        yield s
 
 
 def assert_waits_and_never_runs(c: httpx.Client, tid: str, step_name: str, *names: str) -> dict[str, Any]:

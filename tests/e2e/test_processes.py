@@ -3,8 +3,6 @@ conditions, timeouts inside a process, and the task list filtered by project."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.e2e.tasks_support import (
@@ -14,7 +12,6 @@ from tests.e2e.tasks_support import (
     log,
     project,
     run,
-    served,
     sh,
     step,
     wait_task,
@@ -24,12 +21,6 @@ from tests.helpers import rid, wait_until
 pytestmark = pytest.mark.e2e
 
 STAMPED = "date +%s.%N; sleep 1; date +%s.%N"
-
-
-@pytest.fixture(scope="module")
-def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OptionServer]:
-    with served(request, tmp_path_factory.mktemp("shoal")) as s:
-        yield s
 
 
 def test_process_is_stored_and_a_run_is_a_deployment_task(srv: OptionServer) -> None:

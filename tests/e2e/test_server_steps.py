@@ -18,7 +18,6 @@ from tests.e2e.tasks_support import (
     project,
     run,
     self_signed,
-    served,
     sh,
     smtp_server,
     step,
@@ -28,12 +27,6 @@ from tests.e2e.tasks_support import (
 from tests.helpers import rid
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OptionServer]:
-    with served(request, tmp_path_factory.mktemp("shoal")) as s:
-        yield s
 
 
 @pytest.fixture

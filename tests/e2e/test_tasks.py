@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,19 +21,12 @@ from tests.e2e.tasks_support import (
     parse_time,
     pgrep,
     script,
-    served,
     wait_step,
     wait_task,
 )
 from tests.helpers import rid, wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OptionServer]:
-    with served(request, tmp_path_factory.mktemp("shoal")) as s:
-        yield s
 
 
 def test_script_runs_on_the_built_in_worker_in_a_private_folder(srv: OptionServer) -> None:

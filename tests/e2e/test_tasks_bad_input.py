@@ -14,7 +14,6 @@ from tests.e2e.tasks_support import (
     OptionServer,
     position,
     project,
-    served,
     sh,
     task_total,
     wait_task,
@@ -24,12 +23,6 @@ from tests.helpers import rid
 pytestmark = pytest.mark.e2e
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OptionServer]:
-    with served(request, tmp_path_factory.mktemp("shoal")) as s:
-        yield s
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from tests.e2e.tasks_support import (
     free_port,
     lines_of,
     log,
-    served,
     task_total,
     wait_task,
 )
@@ -26,12 +24,6 @@ from tests.helpers import rid
 pytestmark = pytest.mark.e2e
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-@pytest.fixture(scope="module")
-def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OptionServer]:
-    with served(request, tmp_path_factory.mktemp("shoal")) as s:
-        yield s
 
 
 def shoal(

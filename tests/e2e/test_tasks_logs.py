@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -20,18 +19,11 @@ from tests.e2e.tasks_support import (
     log,
     position,
     script,
-    served,
     task,
     wait_task,
 )
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OptionServer]:
-    with served(request, tmp_path_factory.mktemp("shoal")) as s:
-        yield s
 
 
 def follow(srv: OptionServer, tid: str, on_line: Any = None) -> tuple[list[dict[str, Any]], dict | None]:
