@@ -11,7 +11,7 @@ from domain.actors import Actor
 from domain.base import ShoalAggregate
 from domain.codec import register_enum, register_record
 from domain.errors import Rejected
-from domain.rules import clean_description
+from domain.rules import check_duration, clean_description
 
 DEFAULT_POLICY_NAME = "Default Machine Policy"
 
@@ -75,6 +75,8 @@ def check_policy_values(settings: PolicySettings) -> PolicySettings:
         settings.cleanup_after_s is None or settings.cleanup_after_s < 60
     ):
         raise Rejected("cleanup delete_unavailable needs cleanup_after_s of at least 60")
+    if settings.cleanup_after_s is not None:
+        check_duration(settings.cleanup_after_s, "cleanup_after_s")
     clean_description(settings.description)
     return settings
 

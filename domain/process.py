@@ -9,11 +9,12 @@ from uuid import UUID
 
 from domain.codec import register_enum, register_record
 from domain.errors import Rejected
-from domain.rules import clean_name
+from domain.rules import MAX_DURATION_S, clean_name
 
 MAX_SCRIPT_BYTES = 1024 * 1024
 MAX_STEPS = 200
 DEFAULT_MAX_PARALLELISM = 10
+MAX_PARALLELISM = 1000
 
 
 @register_enum
@@ -129,8 +130,12 @@ def check_step(step: Step) -> Step:
     name = clean_name(step.name, "step name")
     if step.timeout_s is not None and step.timeout_s <= 0:
         raise Rejected(f"step {name!r}: timeout_s must be positive")
+    if step.timeout_s is not None and step.timeout_s > MAX_DURATION_S:
+        raise Rejected(f"step {name!r}: timeout_s must be at most {MAX_DURATION_S}")
     if step.max_parallelism is not None and step.max_parallelism < 1:
         raise Rejected(f"step {name!r}: max_parallelism must be at least 1")
+    if step.max_parallelism is not None and step.max_parallelism > MAX_PARALLELISM:
+        raise Rejected(f"step {name!r}: max_parallelism must be at most {MAX_PARALLELISM}")
     if step.action is Action.SCRIPT:
         check_script(step.syntax, step.script_body, name)
     elif step.worker_pool_id is not None or step.script_body is not None:

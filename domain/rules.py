@@ -35,6 +35,26 @@ def clean_description(value: str) -> str:
     return value
 
 
+# Numbers stored in events must fit a 64-bit column in every read model, or a projection
+# would fail on the event forever; these bounds are far beyond any sensible value.
+MAX_SORT_ORDER = 1_000_000_000
+MAX_DURATION_S = 366 * 24 * 3600
+
+
+def check_sort_order(sort_order: int) -> int:
+    """A pool's sort position, within +/- MAX_SORT_ORDER."""
+    if not -MAX_SORT_ORDER <= sort_order <= MAX_SORT_ORDER:
+        raise Rejected(f"sort_order must be between {-MAX_SORT_ORDER} and {MAX_SORT_ORDER}")
+    return sort_order
+
+
+def check_duration(seconds: int, what: str) -> int:
+    """A positive number of seconds of at most a year."""
+    if not 1 <= seconds <= MAX_DURATION_S:
+        raise Rejected(f"{what} must be between 1 and {MAX_DURATION_S} seconds")
+    return seconds
+
+
 def check_capacity(capacity: int) -> int:
     """How many steps a worker may run at once: 1 to MAX_CAPACITY."""
     if not 1 <= capacity <= MAX_CAPACITY:

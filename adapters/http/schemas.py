@@ -28,7 +28,8 @@ class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-Skip = Annotated[int, Query(ge=0, description="How many items to skip")]
+MAX_SKIP = 2**31 - 1
+Skip = Annotated[int, Query(ge=0, le=MAX_SKIP, description="How many items to skip")]
 Take = Annotated[int, Query(ge=1, le=MAX_TAKE, description="How many items to return")]
 
 

@@ -11,7 +11,7 @@ from domain.app.base import CommandsBase, Saved, command
 from domain.errors import Conflict, NotFound
 from domain.installation import INSTALLATION_ID, Installation
 from domain.pools import WorkerPool
-from domain.rules import clean_description, clean_name
+from domain.rules import check_sort_order, clean_description, clean_name
 
 POOL = "pool"
 
@@ -51,7 +51,10 @@ class PoolCommands(CommandsBase):
         """A new pool; with ``is_default`` the default flag moves to it in the same save."""
         name = clean_name(name, "pool name")
         description = clean_description(description)
-        pool = WorkerPool(name=name, description=description, sort_order=sort_order, actor=actor)
+        pool = WorkerPool(
+            name=name, description=description, sort_order=check_sort_order(sort_order),
+            actor=actor,
+        )
         index = self._reserve_name(POOL, name, pool.id, actor)
         moved = self._move_default(pool, actor) if is_default else []
         return Saved(pool, self._save(index, pool, *moved))
@@ -77,7 +80,7 @@ class PoolCommands(CommandsBase):
         if description is not None or sort_order is not None:
             pool.change_details(
                 clean_description(description if description is not None else pool.description),
-                sort_order if sort_order is not None else pool.sort_order,
+                check_sort_order(sort_order) if sort_order is not None else pool.sort_order,
                 actor,
             )
         if is_default is True:

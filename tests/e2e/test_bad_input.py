@@ -63,6 +63,16 @@ CASES: list[tuple[str, Call, int, str]] = [
     ("take too large", lambda c, r: c.get("/api/workers", params={"take": 100000}), 422, "take"),
     ("bad health filter", lambda c, r: c.get("/api/workers", params={"health": "sparkling"}), 422,
      "health"),
+    # Numbers too big for a 64-bit column must be refused, never stored (a stored one would
+    # stop the projections) nor passed to the database (a 500).
+    ("huge skip", lambda c, r: c.get("/api/worker-pools", params={"skip": 10**30}), 422, "skip"),
+    ("huge after", lambda c, r: c.get("/api/events", params={"after": 10**30}), 422, "after"),
+    ("huge sort_order", lambda c, r: c.post("/api/worker-pools", json={"name": rid(),
+                                                                       "sort_order": 10**30}), 422,
+     "sort_order"),
+    ("huge cleanup_after_s", lambda c, r: c.post("/api/machine-policies", json={
+        "name": rid(), "cleanup": "delete_unavailable", "cleanup_after_s": 10**30}), 422,
+     "cleanup_after_s"),
 ]
 
 

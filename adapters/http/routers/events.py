@@ -21,6 +21,7 @@ router = APIRouter(prefix="/api/events", tags=["audit"])
 CanAdminister = Annotated[Actor, Depends(require(Permission.ADMINISTER))]
 
 STREAM_BATCH = 500
+MAX_POSITION = 2**62  # positions are 64-bit in both stores
 KEEPALIVE_S = 15.0
 
 
@@ -47,7 +48,7 @@ class EventPage(BaseModel):
 def list_(
     views: Views,
     _: CanAdminister,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     type: str | None = None,
 ) -> EventPage:
@@ -59,7 +60,7 @@ def list_(
 
 def _resume_from(last_event_id: str | None, after: int | None) -> int:
     if last_event_id is not None and last_event_id.strip().isdigit():
-        return int(last_event_id)
+        return min(int(last_event_id), MAX_POSITION)
     return after or 0
 
 
@@ -72,7 +73,7 @@ async def stream(
     request: Request,
     container: Container,
     _: CanAdminister,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Every event from `Last-Event-ID` (or `after`) on, then live ones as they happen.

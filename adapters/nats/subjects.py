@@ -1,0 +1,75 @@
+"""NATS subject and stream names, in one place (see ARCHITECTURE.md, "Transport").
+
+Every name that embeds an id goes through ``token()``: a worker id containing ``.``,
+``*`` or ``>`` would silently address other subjects (``shoal.work.a.>`` would match
+every worker below ``a``), which for per-agent permissions is a security hole, so it is
+refused instead.
+"""
+
+from __future__ import annotations
+
+import re
+
+# JetStream streams.
+WORK_STREAM = "SHOAL_WORK"
+REPORTS_STREAM = "SHOAL_REPORTS"
+
+# What each stream captures; also what agent permissions are built from.
+WORK_SUBJECTS = "shoal.work.>"
+REPORTS_SUBJECTS = "shoal.reports.>"
+
+# Object stores for package transfer and artifacts.
+PACKAGES_BUCKET = "shoal-packages"
+ARTIFACTS_BUCKET = "shoal-artifacts"
+
+# Whitespace ends a token in the protocol; ".", "*", ">" are separator and wildcards.
+_FORBIDDEN = re.compile(r"[.*>\s]")
+
+
+def token(value: str, what: str = "worker id") -> str:
+    """Return ``value`` if it is usable as one subject token, else raise ValueError."""
+    if not value:
+        raise ValueError(f"{what} must not be empty")
+    if _FORBIDDEN.search(value):
+        raise ValueError(f"{what} {value!r} must not contain '.', '*', '>' or whitespace")
+    return value
+
+
+def agent_exec(worker_id: str) -> str:
+    """Request/reply to a listening agent: run this instruction now."""
+    return f"shoal.agent.{token(worker_id)}.exec"
+
+
+def agent_health(worker_id: str) -> str:
+    """Request/reply to an agent: run the health check."""
+    return f"shoal.agent.{token(worker_id)}.health"
+
+
+def agent_cancel(worker_id: str) -> str:
+    """Request/reply to an agent: cancel a running step."""
+    return f"shoal.agent.{token(worker_id)}.cancel"
+
+
+def agent_all(worker_id: str) -> str:
+    """Every request subject of one agent (what its credentials may subscribe to)."""
+    return f"shoal.agent.{token(worker_id)}.>"
+
+
+def work(worker_id: str) -> str:
+    """JetStream work queue subject a polling agent pulls from (stream ``SHOAL_WORK``)."""
+    return f"shoal.work.{token(worker_id)}"
+
+
+def reports(worker_id: str) -> str:
+    """JetStream subject an agent publishes its reports on (stream ``SHOAL_REPORTS``)."""
+    return f"shoal.reports.{token(worker_id)}"
+
+
+def heartbeat(worker_id: str) -> str:
+    """Core subject an agent publishes its heartbeat on."""
+    return f"shoal.heartbeat.{token(worker_id)}"
+
+
+def events(aggregate: str, event: str) -> str:
+    """Relay of the event log, e.g. ``shoal.events.Task.StepFinished``."""
+    return f"shoal.events.{token(aggregate, 'aggregate')}.{token(event, 'event')}"
