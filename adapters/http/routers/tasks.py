@@ -176,6 +176,19 @@ def decide(
     return read_task(container, saved.aggregate.id, saved.position, response)
 
 
+async def _text_log(container: ServerContainer, task_id: str) -> AsyncIterator[bytes]:
+    """The whole log in batches, so a 50 MB log is never one string in memory."""
+    after = (0, -1)
+    while True:
+        lines = await asyncio.to_thread(
+            read_log, container.views, task_id, after=after, limit=LOG_BATCH
+        )
+        if not lines:
+            return
+        after = (lines[-1]["position"], lines[-1]["idx"])
+        yield "".join(format_line(line) + "\n" for line in lines).encode()
+
+
 @router.get(
     "/{task_id}/log",
     response_class=PlainTextResponse,
@@ -194,8 +207,7 @@ async def log(
     if task is None:
         raise not_found("task", task_id)
     if not follow:
-        lines = await asyncio.to_thread(read_log, container.views, tid, limit=10_000_000)
-        return PlainTextResponse("".join(format_line(line) + "\n" for line in lines))
+        return StreamingResponse(_text_log(container, tid), media_type="text/plain; charset=utf-8")
 
     async def events() -> AsyncIterator[bytes]:
         after = (0, -1)
