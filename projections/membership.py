@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from domain.tasks import Task
 from domain.workers import HealthStatus, Worker
 from projections.base import Projection, handles
 from projections.sql import Cursor, Database
@@ -14,15 +15,22 @@ class Membership(Projection):
     worker's name, health, enabled flag and capacity, so a rebuild needs no other view."""
 
     name = "membership"
+    version = 2
     tables = {  # noqa: RUF012
         "rm_pool_members": (
             "pool_id TEXT NOT NULL, worker_id TEXT NOT NULL, worker_name TEXT NOT NULL, "
             "health_status TEXT NOT NULL, is_disabled INTEGER NOT NULL, "
             "capacity INTEGER NOT NULL, PRIMARY KEY (pool_id, worker_id)"
-        )
+        ),
+        # Steps given to a worker and not yet ended: its load, for "least busy first".
+        "rm_assignments": (
+            "task_id TEXT NOT NULL, step TEXT NOT NULL, worker_id TEXT NOT NULL, "
+            "PRIMARY KEY (task_id, step)"
+        ),
     }
     indexes = (
         "CREATE INDEX IF NOT EXISTS rm_pool_members_worker ON rm_pool_members (worker_id)",
+        "CREATE INDEX IF NOT EXISTS rm_assignments_worker ON rm_assignments (worker_id)",
     )
 
     @handles(Worker.Registered)
@@ -88,13 +96,39 @@ class Membership(Projection):
     def _deregistered(self, e: Worker.Deregistered, position: int, cur: Cursor) -> None:
         cur.execute("DELETE FROM rm_pool_members WHERE worker_id = ?", (str(e.originator_id),))
 
+    @handles(Task.StepAssigned)
+    def _assigned(self, e: Task.StepAssigned, position: int, cur: Cursor) -> None:
+        # A re-assignment replaces the earlier one; the built-in worker has no row.
+        cur.execute(
+            "DELETE FROM rm_assignments WHERE task_id = ? AND step = ?",
+            (str(e.originator_id), e.step),
+        )
+        if e.worker_id is not None:
+            cur.execute(
+                "INSERT INTO rm_assignments VALUES (?, ?, ?)",
+                (str(e.originator_id), e.step, str(e.worker_id)),
+            )
+
+    @handles(Task.StepFinished)
+    def _step_ended(self, e: Task.StepFinished, position: int, cur: Cursor) -> None:
+        cur.execute(
+            "DELETE FROM rm_assignments WHERE task_id = ? AND step = ?",
+            (str(e.originator_id), e.step),
+        )
+
+    @handles(Task.Finished)
+    def _task_ended(self, e: Task.Finished, position: int, cur: Cursor) -> None:
+        cur.execute("DELETE FROM rm_assignments WHERE task_id = ?", (str(e.originator_id),))
+
 
 def members_of(db: Database, pool_id: str) -> list[dict[str, Any]]:
-    """Every member of a pool with health, enabled flag and capacity (for routing)."""
+    """Every member of a pool with health, enabled flag, capacity and how many steps it
+    runs now, over all its pools (for routing)."""
     with db.read() as cur:
         cur.execute(
-            "SELECT worker_id, worker_name, health_status, is_disabled, capacity "
-            "FROM rm_pool_members WHERE pool_id = ? ORDER BY worker_id",
+            "SELECT m.worker_id, m.worker_name, m.health_status, m.is_disabled, m.capacity, "
+            "(SELECT COUNT(*) FROM rm_assignments a WHERE a.worker_id = m.worker_id) "
+            "FROM rm_pool_members m WHERE m.pool_id = ? ORDER BY m.worker_id",
             (pool_id,),
         )
         return [
@@ -104,6 +138,14 @@ def members_of(db: Database, pool_id: str) -> list[dict[str, Any]]:
                 "health_status": r[2],
                 "is_disabled": bool(r[3]),
                 "capacity": r[4],
+                "running": int(r[5]),
             }
             for r in cur.fetchall()
         ]
+
+
+def running_steps(db: Database) -> dict[str, int]:
+    """Steps each worker runs now (workers running none are absent)."""
+    with db.read() as cur:
+        cur.execute("SELECT worker_id, COUNT(*) FROM rm_assignments GROUP BY worker_id")
+        return {r[0]: int(r[1]) for r in cur.fetchall()}

@@ -15,20 +15,21 @@ class WorkerList(Projection):
     """One row per registered worker."""
 
     name = "workers"
+    version = 2
     tables = {  # noqa: RUF012
         "rm_workers": (
             "id TEXT PRIMARY KEY, name TEXT NOT NULL, pool_ids TEXT NOT NULL, "
             "comms_style TEXT NOT NULL, endpoint TEXT, is_disabled INTEGER NOT NULL, "
             "health_status TEXT NOT NULL, health_detail TEXT NOT NULL, last_seen TEXT, "
             "machine_policy_id TEXT NOT NULL, capacity INTEGER NOT NULL, "
-            "running_steps INTEGER NOT NULL, registered TEXT NOT NULL"
+            "registered TEXT NOT NULL"
         )
     }
 
     @handles(Worker.Registered)
     def _registered(self, e: Worker.Registered, position: int, cur: Cursor) -> None:
         cur.execute(
-            "INSERT INTO rm_workers VALUES (?, ?, ?, ?, ?, 0, 'unknown', '', NULL, ?, ?, 0, ?)",
+            "INSERT INTO rm_workers VALUES (?, ?, ?, ?, ?, 0, 'unknown', '', NULL, ?, ?, ?)",
             (
                 str(e.originator_id), e.name, _ids(e.pool_ids), e.comms_style.value, e.endpoint,
                 str(e.machine_policy_id), e.capacity, iso(e.timestamp),
@@ -101,7 +102,7 @@ def _ids(ids: tuple[Any, ...]) -> str:
 
 _COLUMNS = (
     "id, name, pool_ids, comms_style, endpoint, is_disabled, health_status, health_detail, "
-    "last_seen, machine_policy_id, capacity, running_steps, registered"
+    "last_seen, machine_policy_id, capacity, registered"
 )
 
 
@@ -111,6 +112,21 @@ def _worker(row: tuple[Any, ...]) -> dict[str, Any]:
     out["pool_ids"] = orjson.loads(out["pool_ids"])
     out["is_disabled"] = bool(out["is_disabled"])
     return out
+
+
+def _with_load(cur: Cursor, workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # running_steps comes from the membership projection's assignments (same database).
+    if workers:
+        marks = ", ".join("?" for _ in workers)
+        cur.execute(
+            f"SELECT worker_id, COUNT(*) FROM rm_assignments WHERE worker_id IN ({marks}) "
+            "GROUP BY worker_id",
+            [w["id"] for w in workers],
+        )
+        load = {r[0]: int(r[1]) for r in cur.fetchall()}
+        for worker in workers:
+            worker["running_steps"] = load.get(worker["id"], 0)
+    return workers
 
 
 def list_workers(
@@ -146,7 +162,7 @@ def list_workers(
             f"SELECT {_COLUMNS} FROM rm_workers{clause} ORDER BY lower(name), id", skip, take
         )
         cur.execute(sql, (*params, *paging))
-        return [_worker(r) for r in cur.fetchall()], total
+        return _with_load(cur, [_worker(r) for r in cur.fetchall()]), total
 
 
 def get_worker(db: Database, worker_id: str) -> dict[str, Any] | None:
@@ -154,4 +170,4 @@ def get_worker(db: Database, worker_id: str) -> dict[str, Any] | None:
     with db.read() as cur:
         cur.execute(f"SELECT {_COLUMNS} FROM rm_workers WHERE id = ?", (worker_id,))
         row = cur.fetchone()
-        return None if row is None else _worker(row)
+        return None if row is None else _with_load(cur, [_worker(row)])[0]

@@ -167,7 +167,7 @@ class TaskRun:
             Candidate(
                 worker_id=UUID(r["worker_id"]), name=r["worker_name"],
                 health=HealthStatus(r["health_status"]), is_disabled=r["is_disabled"],
-                capacity=r["capacity"], running=0,
+                capacity=r["capacity"], running=r["running"],
             )
             for r in rows
         )

@@ -12,10 +12,12 @@ import pytest
 
 from domain.app import DEFAULT_POOL_NAME, Shoal
 from domain.keys import Permission
+from domain.plan import StepState, TaskState
 from domain.policies import DEFAULT_POLICY_NAME
+from domain.process import Action, Start, Step, Syntax
 from domain.workers import CommsStyle, HealthStatus
 from projections.audit import REDACTED, read_events
-from projections.membership import members_of
+from projections.membership import members_of, running_steps
 from projections.policies import list_policies
 from projections.pools import get_pool, list_pools
 from projections.runner import ProjectionRunner
@@ -148,7 +150,7 @@ def test_members_of_a_pool_carry_what_routing_needs(scene: Scene) -> None:
     assert set(by_name) == {"db-primary", "Web-2"}
     assert by_name["db-primary"] == {
         "worker_id": str(scene.workers["db-1"]), "worker_name": "db-primary",
-        "health_status": "unknown", "is_disabled": True, "capacity": 2,
+        "health_status": "unknown", "is_disabled": True, "capacity": 2, "running": 0,
     }
     assert by_name["Web-2"]["is_disabled"] is False
     assert [m["worker_name"] for m in members_of(scene.views, str(scene.alpha))] == ["web-1"]
@@ -213,3 +215,39 @@ def test_the_audit_log_filters_by_type_and_never_holds_a_key_hash(scene: Scene) 
         assert len(secret_hash) == 64
         assert secret_hash not in whole_log
     assert keys[1]["data"]["permissions"] == ["TaskCreate"]
+
+
+def test_steps_given_to_a_worker_count_as_its_load_until_they_end(
+    app: Shoal, views: Views, new_runner: Callable[..., ProjectionRunner]
+) -> None:
+    pool = app.create_pool(name="Busy", actor=TESTER).aggregate.id
+    worker = app.register_worker(
+        name="w-busy", pool_ids=(pool,), comms_style=CommsStyle.POLLING, actor=TESTER
+    ).aggregate.id
+    steps = tuple(
+        Step(name=f"s{i}", action=Action.SCRIPT, syntax=Syntax.BASH, script_body="true",
+             start=Start.WITH_PREVIOUS if i else Start.AFTER_PREVIOUS)
+        for i in range(3)
+    )
+    project = app.create_project(name="load", actor=TESTER).aggregate.id
+    app.set_process(project, steps=steps, actor=TESTER)
+    task = app.queue_run(project, actor=TESTER).aggregate.id
+    app.update_task(task, lambda t: t.start("node", TESTER))
+    for i in range(3):
+        app.update_task(task, lambda t, i=i: t.assign(f"s{i}", pool, worker, "w-busy", TESTER))
+    # A re-assignment of the same step does not count twice.
+    app.update_task(task, lambda t: t.assign("s0", pool, worker, "w-busy", TESTER))
+    runner = new_runner(app, views)
+    runner.setup()
+    runner.catch_up()
+    assert members_of(views, str(pool))[0]["running"] == 3
+    assert get_worker(views, str(worker))["running_steps"] == 3  # type: ignore[index]
+    assert running_steps(views) == {str(worker): 3}
+
+    app.update_task(task, lambda t: t.finish_step("s1", StepState.SUCCESS, 0, "", TESTER))
+    runner.catch_up()
+    assert members_of(views, str(pool))[0]["running"] == 2
+    app.update_task(task, lambda t: t.finish(TaskState.FAILED, TESTER))
+    runner.catch_up()
+    assert members_of(views, str(pool))[0]["running"] == 0
+    assert list_workers(views, pool=str(pool))[0][0]["running_steps"] == 0
