@@ -10,6 +10,8 @@ from typing import Any
 
 from adapters.dispatch.dispatcher import Dispatcher
 from adapters.dispatch.taskrun import RunContext
+from adapters.nats.bus import NatsBus
+from adapters.nats.embedded import EmbeddedNats, EmbeddedNatsConfig
 from adapters.settings import Settings
 from adapters.store import (
     ApplicationLog,
@@ -37,6 +39,26 @@ class ServerContainer:
     runner: ProjectionRunner
     listener: PostgresLogListener | None
     executor: StepExecutor
+    bus: NatsBus
+    nats: EmbeddedNats | None
+
+    async def start_transport(self) -> str:
+        """Start the embedded nats-server (unless an external one is configured), connect
+        the bus and make sure the JetStream streams exist. Returns the NATS URL."""
+        if self.nats is not None:
+            await self.nats.start()
+            url = self.nats.url
+        else:
+            url = self.settings.nats_url or ""
+        await self.bus.start(url, name=f"shoal-server-{self.settings.node_name}")
+        await self.bus.ensure_streams()
+        return url
+
+    async def stop_transport(self) -> None:
+        """Drain and close the bus, then stop the embedded nats-server."""
+        await self.bus.stop()
+        if self.nats is not None:
+            await self.nats.stop()
 
     def dispatcher(self) -> Dispatcher:
         """The task dispatcher; made inside the running event loop (see the lifespan)."""
@@ -101,4 +123,13 @@ def build_server(settings: Settings, **overrides: Any) -> ServerContainer:
         if channel:
             listener = PostgresLogListener(settings.database_url, channel, runner.wake)
     executor = overrides.get("executor") or StepExecutor()
-    return ServerContainer(settings, app, views, runner, listener, executor)
+    nats = None
+    if settings.nats_url is None:
+        host, port = "127.0.0.1", 0
+        if settings.nats_listen:
+            listen_host, _, listen_port = settings.nats_listen.rpartition(":")
+            host, port = listen_host.strip("[]"), int(listen_port)
+        nats = EmbeddedNats(EmbeddedNatsConfig(settings.data_dir, listen_host=host, port=port))
+    return ServerContainer(
+        settings, app, views, runner, listener, executor, overrides.get("bus") or NatsBus(), nats
+    )

@@ -33,6 +33,13 @@ def _port(text: str) -> int:
     return value
 
 
+def _host_port(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return text
+
+
 def build_parser() -> Parser:
     """The whole command tree."""
     parser = Parser(prog="shoal", description="Shoal: an event-sourced worker orchestrator.")
@@ -45,6 +52,15 @@ def build_parser() -> Parser:
     server.add_argument(
         "--database-url", help="postgresql://… (default: SQLite in the data folder; "
         "also SHOAL_DATABASE_URL)",
+    )
+    nats = server.add_mutually_exclusive_group()
+    nats.add_argument(
+        "--nats-url", help="an external NATS (cluster) instead of the embedded nats-server, "
+        "e.g. nats://user:secret@nats-1:4222 (also SHOAL_NATS_URL)",
+    )
+    nats.add_argument(
+        "--nats-listen", type=_host_port, metavar="HOST:PORT",
+        help="where the embedded nats-server listens for agents (default: a free loopback port)",
     )
     server.add_argument(
         "--task-cap", type=_positive, default=5, help="tasks this node runs at once"

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from adapters.settings import Settings
 
@@ -58,6 +59,22 @@ def _quiet_server(config: Any) -> Any:
     return Server(config)
 
 
+def unreachable_nats(urls: str) -> str | None:
+    """None when a server of the comma-separated NATS URL list accepts TCP connections,
+    else one line saying which addresses were tried (credentials left out)."""
+    tried = []
+    for url in urls.split(","):
+        parts = urlsplit(url.strip() if "://" in url else f"nats://{url.strip()}")
+        host, port = parts.hostname or "127.0.0.1", parts.port or 4222
+        tried.append(f"{host}:{port}")
+        try:
+            with socket.create_connection((host, port), timeout=3):
+                return None
+        except OSError:
+            continue
+    return f"cannot reach NATS at {', '.join(tried)}"
+
+
 def lock_data_dir(data_dir: Path) -> int | None:
     """Hold an exclusive lock on the data folder for the life of the process. A SQLite
     store has one owner: its aggregate cache trusts that no one else writes. Returns the
@@ -85,6 +102,8 @@ def run_server(args: argparse.Namespace) -> int:
         database_url=args.database_url,
         task_cap=args.task_cap,
         node_name=args.node_name,
+        nats_url=args.nats_url,
+        nats_listen=args.nats_listen,
         worker_wait_limit_s=float(args.worker_wait_limit),
         step_log_limit_bytes=args.step_log_limit_mb * 1024 * 1024,
     )
@@ -105,6 +124,12 @@ def run_server(args: argparse.Namespace) -> int:
     from adapters.http.app import create_app
     from adapters.store import StoreUnavailable
 
+    if settings.nats_url is not None:
+        problem = unreachable_nats(settings.nats_url)
+        if problem is not None:
+            sock.close()
+            print(f"shoal server: {problem}", file=sys.stderr)
+            return 3
     try:
         container = build_server(settings)
     except StoreUnavailable as exc:

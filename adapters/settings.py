@@ -19,6 +19,10 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     database_url: str | None = None
+    # External NATS (cluster) URL(s); None: run an embedded nats-server.
+    nats_url: str | None = None
+    # Where the embedded nats-server listens ("HOST:PORT"); None: a free loopback port.
+    nats_listen: str | None = None
     task_cap: int = 5
     node_name: str = field(default_factory=socket.gethostname)
     max_body_bytes: int = MAX_BODY_BYTES
@@ -35,6 +39,8 @@ class Settings:
         values = {k: v for k, v in given.items() if v is not None}
         if "database_url" not in values and os.environ.get("SHOAL_DATABASE_URL"):
             values["database_url"] = os.environ["SHOAL_DATABASE_URL"]
+        if "nats_url" not in values and os.environ.get("SHOAL_NATS_URL"):
+            values["nats_url"] = os.environ["SHOAL_NATS_URL"]
         if "data_dir" not in values and os.environ.get("SHOAL_DATA_DIR"):
             values["data_dir"] = Path(os.environ["SHOAL_DATA_DIR"])
         if "data_dir" in values:

@@ -52,17 +52,23 @@ def create_app(container: ServerContainer) -> FastAPI:
         )
         prefer_pidfd_child_watcher()
         key = container.start()
+        try:
+            nats_url = await container.start_transport()
+        except Exception:
+            container.stop()
+            raise
         if key is not None:
             announce_admin_key(key, str(container.settings.admin_key_file))
         dispatcher = container.dispatcher()
         app.state.container = container
         app.state.dispatcher = dispatcher
         await dispatcher.start()
-        log.info("ready", extra={"position": container.runner.watch.position})
+        log.info("ready", extra={"position": container.runner.watch.position, "nats": nats_url})
         try:
             yield
         finally:
             await dispatcher.stop()
+            await container.stop_transport()
             container.stop()
 
     app = FastAPI(

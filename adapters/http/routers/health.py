@@ -15,10 +15,15 @@ class Health(BaseModel):
 
     status: str
     position: int
+    nats: str
 
 
 @router.get("/api/health", response_model=Health)
-def health(container: Container) -> Health:
+async def health(container: Container) -> Health:
     """`ok` once the server has started and its read models are running."""
-    status = "ok" if container.runner.last_error is None else "degraded"
-    return Health(status=status, position=container.runner.watch.position)
+    connected = container.bus.is_connected
+    status = "ok" if container.runner.last_error is None and connected else "degraded"
+    return Health(
+        status=status, position=container.runner.watch.position,
+        nats="connected" if connected else "disconnected",
+    )
