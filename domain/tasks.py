@@ -61,6 +61,10 @@ class Task(ShoalAggregate):
         worker_id: UUID | None
         worker_name: str
 
+    class StepRequeued(ShoalAggregate.Event):
+        step: str
+        reason: str
+
     class StepStarted(ShoalAggregate.Event):
         step: str
         pid: int | None
@@ -176,6 +180,21 @@ class Task(ShoalAggregate):
         self.runs[step] = replace(
             self.runs[step], state=StepState.ASSIGNED, pool_id=pool_id, worker_id=worker_id,
             worker_name=worker_name, reason="", assignment=self.version + 1,
+        )
+
+    def requeue(self, step: str, reason: str, actor: Actor) -> None:
+        """Take an assigned step that never started back from its worker (the worker was
+        lost or refused it); it waits to be assigned again, and its old fencing token is
+        void."""
+        if self._require_executing(step).state is not StepState.ASSIGNED:
+            raise InvalidTransition(f"step {step!r} is {self.runs[step].state.value}, not assigned")
+        self._requeue(step=step, reason=reason, actor=actor)
+
+    @event(StepRequeued)
+    def _requeue(self, step: str, reason: str, actor: Actor) -> None:
+        self.runs[step] = replace(
+            self.runs[step], state=StepState.WAITING, worker_id=None, worker_name=None,
+            reason=reason, assignment=None,
         )
 
     def mark_started(self, step: str, pid: int | None, actor: Actor) -> None:

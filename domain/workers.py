@@ -83,6 +83,11 @@ class Worker(ShoalAggregate):
     class CameOnline(ShoalAggregate.Event):
         pass
 
+    class CredentialsIssued(ShoalAggregate.Event):
+        # A bcrypt hash of the agent's NATS password: the password itself is shown to
+        # the registering agent once and never stored.
+        secret_hash: str
+
     class Deregistered(ShoalAggregate.Deleted):
         pass
 
@@ -108,6 +113,7 @@ class Worker(ShoalAggregate):
         self.health_detail = ""
         self.is_online = False
         self.is_deleted = False
+        self.secret_hash: str | None = None
 
     def _require_registered(self) -> None:
         if self.is_deleted:
@@ -185,9 +191,10 @@ class Worker(ShoalAggregate):
         self.health_detail = detail
 
     def went_offline(self, detail: str, actor: Actor) -> None:
-        """Heartbeats stopped; recorded on the transition only."""
+        """Heartbeats stopped, or the agent did not answer; recorded on the transition
+        only (a worker whose agent never came online becomes unavailable once)."""
         self._require_registered()
-        if self.is_online:
+        if self.is_online or self.health_status is not HealthStatus.UNAVAILABLE:
             self._went_offline(detail=detail, actor=actor)
 
     @event(WentOffline)
@@ -208,6 +215,17 @@ class Worker(ShoalAggregate):
         if self.health_status is HealthStatus.UNAVAILABLE:
             self.health_status = HealthStatus.UNKNOWN
             self.health_detail = ""
+
+    def issue_credentials(self, secret_hash: str, actor: Actor) -> None:
+        """Give the worker's agent (new) NATS credentials; earlier ones stop working."""
+        self._require_registered()
+        if self.comms_style is CommsStyle.SSH:
+            raise InvalidTransition("an SSH worker has no agent to give credentials to")
+        self._issue_credentials(secret_hash=secret_hash, actor=actor)
+
+    @event(CredentialsIssued)
+    def _issue_credentials(self, secret_hash: str, actor: Actor) -> None:
+        self.secret_hash = secret_hash
 
     def deregister(self, actor: Actor) -> None:
         """Remove the worker for good."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from projections.audit import AuditLog
 from projections.base import Projection
+from projections.credentials import AgentCredentials
 from projections.membership import Membership
 from projections.policies import PolicyList
 from projections.pools import PoolList
@@ -17,5 +18,5 @@ def all_projections() -> list[Projection]:
     """Fresh instances of every projection."""
     return [
         PoolList(), WorkerList(), Membership(), PolicyList(), ProjectList(),
-        TaskList(), TaskLogs(), AuditLog(),
+        TaskList(), TaskLogs(), AuditLog(), AgentCredentials(),
     ]

@@ -109,8 +109,8 @@ class Membership(Projection):
                 (str(e.originator_id), e.step, str(e.worker_id)),
             )
 
-    @handles(Task.StepFinished)
-    def _step_ended(self, e: Task.StepFinished, position: int, cur: Cursor) -> None:
+    @handles(Task.StepFinished, Task.StepRequeued)
+    def _step_ended(self, e: Task.StepFinished | Task.StepRequeued, position: int, cur: Cursor) -> None:
         cur.execute(
             "DELETE FROM rm_assignments WHERE task_id = ? AND step = ?",
             (str(e.originator_id), e.step),

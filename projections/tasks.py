@@ -65,6 +65,11 @@ class TaskList(Projection):
     def _waiting(self, e: Task.StepWaiting, position: int, cur: Cursor) -> None:
         self._step(cur, e, state=StepState.WAITING.value, reason=e.reason)
 
+    @handles(Task.StepRequeued)
+    def _requeued(self, e: Task.StepRequeued, position: int, cur: Cursor) -> None:
+        self._step(cur, e, state=StepState.WAITING.value, reason=e.reason, worker_id=None,
+                   worker_name=None)
+
     @handles(Task.StepAssigned)
     def _assigned(self, e: Task.StepAssigned, position: int, cur: Cursor) -> None:
         self._step(

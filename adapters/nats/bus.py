@@ -4,6 +4,7 @@ injected and never calls ``nats.connect`` itself (STYLE.md section 5)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import math
@@ -18,7 +19,14 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 
 from adapters.nats import subjects
 
@@ -104,6 +112,7 @@ class NatsBus:
         user: str | None = None,
         password: str | None = None,
         credentials_file: Path | None = None,
+        inbox_prefix: str | None = None,
     ) -> None:
         """Connect to the first server of ``servers`` that answers. Raises BusUnavailable
         (with the last error, e.g. an authorization violation) after ``connect_timeout``."""
@@ -126,6 +135,9 @@ class NatsBus:
         }
         if user is not None:
             options.update(user=user, password=password)
+        if inbox_prefix is not None:
+            # Agents may only subscribe below their own prefix (see subjects.inbox_prefix).
+            options["inbox_prefix"] = inbox_prefix
         if credentials_file is not None:
             if importlib.util.find_spec("nkeys") is None:
                 raise BusError("a NATS credentials file needs the 'nkeys' package, which is not installed")
@@ -262,6 +274,75 @@ class NatsBus:
                 # e.g. retention cannot change to or from a work queue: needs an operator.
                 raise BusError(f"stream {spec.name} cannot take {changed}: {exc.description}") from None
             log.info("jetstream stream updated", extra={"stream": spec.name, "changed": sorted(changed)})
+
+    # -- JetStream: work queues and reports -----------------------------------------
+
+    async def js_publish(
+        self, subject: str, payload: bytes, msg_id: str, headers: dict[str, str] | None = None,
+        timeout: float = 5.0,
+    ) -> int:
+        """Publish into a stream and wait for its acknowledgement; ``msg_id`` makes a
+        repeat within the stream's duplicate window harmless. Returns the stream sequence.
+        Raises BusError when the stream did not acknowledge in time."""
+        try:
+            ack = await self.jetstream().publish(
+                subject, payload, timeout=timeout, headers={**(headers or {}), "Nats-Msg-Id": msg_id}
+            )
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise BusError(f"no acknowledgement from JetStream for {subject}: {exc!r}") from None
+        except nats.js.errors.APIError as exc:
+            raise BusError(f"JetStream refused a message on {subject}: {exc.description}") from None
+        return int(ack.seq)
+
+    async def ensure_pull_consumer(
+        self, stream: str, durable: str, filter_subject: str, *, ack_wait: float = 30.0,
+        max_ack_pending: int = 1000,
+    ) -> None:
+        """Create a durable pull consumer with explicit acks (kept if it exists)."""
+        js = self.jetstream()
+        try:
+            await js.consumer_info(stream, durable)
+            return
+        except nats.js.errors.NotFoundError:
+            pass
+        await js.add_consumer(stream, ConsumerConfig(
+            durable_name=durable, filter_subject=filter_subject, ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL, ack_wait=ack_wait, max_ack_pending=max_ack_pending,
+            max_deliver=-1,
+        ))
+        log.info("jetstream consumer created", extra={"stream": stream, "consumer": durable})
+
+    async def delete_consumer(self, stream: str, durable: str) -> None:
+        """Remove a durable consumer; nothing happens when it does not exist."""
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self.jetstream().delete_consumer(stream, durable)
+
+    async def purge_subject(self, stream: str, subject: str) -> None:
+        """Drop every message of one subject from a stream."""
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self.jetstream().purge_stream(stream, subject=subject)
+
+    async def delete_message(self, stream: str, seq: int) -> bool:
+        """Remove one message (e.g. an instruction no longer wanted); False when it was
+        already consumed or removed."""
+        try:
+            return bool(await self.jetstream().delete_msg(stream, seq))
+        except nats.js.errors.NotFoundError:
+            return False
+        except nats.js.errors.APIError as exc:
+            log.info("jetstream message not deleted",
+                     extra={"stream": stream, "seq": seq, "error": exc.description})
+            return False
+
+    async def pull_subscription(
+        self, stream: str, durable: str
+    ) -> JetStreamContext.PullSubscription:
+        """Bind to an existing durable pull consumer (deliveries come to this
+        connection's own inbox prefix)."""
+        nc = self._client()
+        return await self.jetstream().pull_subscribe_bind(
+            durable=durable, stream=stream, inbox_prefix=bytes(nc._inbox_prefix) + b"."
+        )
 
     # -- internals ------------------------------------------------------------------
 

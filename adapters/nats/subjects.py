@@ -73,3 +73,48 @@ def heartbeat(worker_id: str) -> str:
 def events(aggregate: str, event: str) -> str:
     """Relay of the event log, e.g. ``shoal.events.Task.StepFinished``."""
     return f"shoal.events.{token(aggregate, 'aggregate')}.{token(event, 'event')}"
+
+
+# -- per-agent identity and permissions ----------------------------------------------------
+#
+# Each agent connects as its own NATS user. What it may touch is derived from its worker
+# id here and nowhere else, so the permission tests and the accounts file cannot drift.
+
+SERVER_USER = "shoal-server"
+
+
+def agent_user(worker_id: str) -> str:
+    """The NATS user name of a worker's agent."""
+    return f"agent-{token(worker_id)}"
+
+
+def inbox_prefix(worker_id: str) -> str:
+    """The agent's private reply inbox prefix. Agents may not subscribe to the shared
+    ``_INBOX.>``: JetStream delivers pulled instructions to an inbox, so a shared one would
+    let one agent read another's work."""
+    return f"_INBOX_{token(worker_id)}"
+
+
+def work_consumer(worker_id: str) -> str:
+    """Durable pull consumer of a polling agent on stream ``SHOAL_WORK``."""
+    return f"work_{token(worker_id)}"
+
+
+def agent_permissions(worker_id: str) -> dict[str, object]:
+    """The NATS permissions of one agent: its own instructions in, its own reports and
+    heartbeats out, and the JetStream calls its pull consumer needs; nothing else."""
+    consumer = work_consumer(worker_id)
+    return {
+        "publish": {
+            "allow": [
+                reports(worker_id),
+                heartbeat(worker_id),
+                f"$JS.API.CONSUMER.MSG.NEXT.{WORK_STREAM}.{consumer}",
+                f"$JS.API.CONSUMER.INFO.{WORK_STREAM}.{consumer}",
+                f"$JS.ACK.{WORK_STREAM}.{consumer}.>",
+            ]
+        },
+        "subscribe": {"allow": [agent_all(worker_id), f"{inbox_prefix(worker_id)}.>"]},
+        # Lets a listening agent answer the requests it was sent (and nothing more).
+        "allow_responses": True,
+    }

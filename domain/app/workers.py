@@ -13,7 +13,7 @@ from domain.app.pools import PoolCommands
 from domain.errors import NotFound, Rejected
 from domain.pools import WorkerPool
 from domain.rules import check_capacity, clean_name
-from domain.workers import DEFAULT_CAPACITY, CommsStyle, Worker, check_pool_ids
+from domain.workers import DEFAULT_CAPACITY, CommsStyle, HealthStatus, Worker, check_pool_ids
 
 WORKER = "worker"
 MAX_ENDPOINT_LENGTH = 2000
@@ -51,10 +51,12 @@ class WorkerCommands(PoolCommands, PolicyCommands):
         endpoint: str | None = None,
         machine_policy_id: UUID | None = None,
         capacity: int = DEFAULT_CAPACITY,
+        secret_hash: str | None = None,
         actor: Actor,
     ) -> Saved[Worker]:
         """A new worker in existing pools under an existing policy (the default one when
-        none is named). The worker, its pools and its name are saved in one go."""
+        none is named). The worker, its pools and its name are saved in one go, with its
+        agent's credentials (``secret_hash``) when it has an agent."""
         name = clean_name(name, "worker name")
         if endpoint is not None and len(endpoint) > MAX_ENDPOINT_LENGTH:
             raise Rejected(f"endpoint must be at most {MAX_ENDPOINT_LENGTH} characters")
@@ -69,6 +71,8 @@ class WorkerCommands(PoolCommands, PolicyCommands):
             capacity=check_capacity(capacity),
             actor=actor,
         )
+        if secret_hash is not None:
+            worker.issue_credentials(secret_hash, actor)
         index = self._reserve_name(WORKER, name, worker.id, actor)
         for pool in pools:
             pool.add_member(worker.id, actor)
@@ -113,6 +117,30 @@ class WorkerCommands(PoolCommands, PolicyCommands):
         elif is_disabled is False:
             worker.enable(actor)
         return Saved(worker, self._save(worker, *to_save))
+
+    @command
+    def record_worker_offline(self, worker_id: UUID, detail: str, *, actor: Actor) -> int | None:
+        """The worker's agent stopped answering (recorded on the transition only). Returns
+        the position written, None when nothing changed."""
+        worker = self.get_worker(worker_id)
+        worker.went_offline(detail, actor)
+        return self._save(worker) if worker.pending_events else None
+
+    @command
+    def record_worker_online(self, worker_id: UUID, *, actor: Actor) -> int | None:
+        """The worker's agent is heard from again (recorded on the transition only)."""
+        worker = self.get_worker(worker_id)
+        worker.came_online(actor)
+        return self._save(worker) if worker.pending_events else None
+
+    @command
+    def record_health(
+        self, worker_id: UUID, status: HealthStatus, detail: str, *, actor: Actor
+    ) -> int:
+        """A health check's result."""
+        worker = self.get_worker(worker_id)
+        worker.record_health(status, detail, actor)
+        return self._save(worker)
 
     @command
     def deregister_worker(self, worker_id: UUID, *, actor: Actor) -> int:

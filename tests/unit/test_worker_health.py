@@ -48,14 +48,15 @@ def run(app: Shoal, worker_id: UUID, steps: list[Step]) -> list[str]:
     [
         ([online], ["CameOnline"]),
         ([online, online], ["CameOnline"]),
-        ([offline], []),
+        # A worker whose agent never came online becomes unavailable once.
+        ([offline, offline], ["WentOffline"]),
         ([online, offline], ["CameOnline", "WentOffline"]),
         ([online, offline, offline], ["CameOnline", "WentOffline"]),
         ([online, offline, online], ["CameOnline", "WentOffline", "CameOnline"]),
         ([healthy, healthy], ["HealthChecked", "HealthChecked"]),
     ],
     ids=[
-        "online", "online-twice", "offline-while-offline", "online-offline",
+        "online", "online-twice", "never-online-offline-twice", "online-offline",
         "offline-twice", "back-online", "checks-always-recorded",
     ],
 )
