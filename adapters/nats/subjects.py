@@ -70,6 +70,16 @@ def heartbeat(worker_id: str) -> str:
     return f"shoal.heartbeat.{token(worker_id)}"
 
 
+def control(worker_id: str) -> str:
+    """Request/reply from an agent to the server about itself (e.g. deregister); the
+    NATS identity that may publish here is the proof of who asks."""
+    return f"shoal.control.{token(worker_id)}"
+
+
+CONTROL_SUBJECTS = "shoal.control.*"
+HEARTBEAT_SUBJECTS = "shoal.heartbeat.*"
+
+
 def events(aggregate: str, event: str) -> str:
     """Relay of the event log, e.g. ``shoal.events.Task.StepFinished``."""
     return f"shoal.events.{token(aggregate, 'aggregate')}.{token(event, 'event')}"
@@ -109,6 +119,7 @@ def agent_permissions(worker_id: str) -> dict[str, object]:
             "allow": [
                 reports(worker_id),
                 heartbeat(worker_id),
+                control(worker_id),
                 f"$JS.API.CONSUMER.MSG.NEXT.{WORK_STREAM}.{consumer}",
                 f"$JS.API.CONSUMER.INFO.{WORK_STREAM}.{consumer}",
                 f"$JS.ACK.{WORK_STREAM}.{consumer}.>",
