@@ -8,10 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from adapters.dispatch.dispatcher import Dispatcher
 from adapters.dispatch.taskrun import RunContext
+from adapters.nats.access import AgentAccess
 from adapters.nats.bus import NatsBus
 from adapters.nats.embedded import EmbeddedNats, EmbeddedNatsConfig
+from adapters.nats.subjects import SERVER_USER
 from adapters.settings import Settings
 from adapters.store import (
     ApplicationLog,
@@ -19,9 +23,11 @@ from adapters.store import (
     open_application,
     open_views,
 )
+from adapters.workers.hub import WorkerHub
 from agent.executor import StepExecutor
 from domain.actors import Actor, ActorKind
 from domain.app import Shoal
+from domain.signing import load_private_key, new_private_key_pem
 from projections.catalog import all_projections
 from projections.runner import ProjectionRunner
 from projections.sql import Database
@@ -41,21 +47,30 @@ class ServerContainer:
     executor: StepExecutor
     bus: NatsBus
     nats: EmbeddedNats | None
+    access: AgentAccess | None
+    hub: WorkerHub
 
     async def start_transport(self) -> str:
-        """Start the embedded nats-server (unless an external one is configured), connect
-        the bus and make sure the JetStream streams exist. Returns the NATS URL."""
-        if self.nats is not None:
+        """Start the embedded nats-server (unless an external one is configured) with the
+        agents' users, connect the bus and make sure the JetStream streams exist. Returns
+        the NATS URL. Call after start(): the users come from the read model."""
+        user = password = None
+        if self.nats is not None and self.access is not None:
+            self.hub.write_users()
             await self.nats.start()
             url = self.nats.url
+            user, password = SERVER_USER, self.access.server_password
         else:
             url = self.settings.nats_url or ""
-        await self.bus.start(url, name=f"shoal-server-{self.settings.node_name}")
+        await self.bus.start(
+            url, name=f"shoal-server-{self.settings.node_name}", user=user, password=password
+        )
         await self.bus.ensure_streams()
         return url
 
     async def stop_transport(self) -> None:
         """Drain and close the bus, then stop the embedded nats-server."""
+        await self.hub.stop()
         await self.bus.stop()
         if self.nats is not None:
             await self.nats.stop()
@@ -64,16 +79,23 @@ class ServerContainer:
         """The task dispatcher; made inside the running event loop (see the lifespan)."""
         node = self.settings.node_name
         ctx = RunContext(
+            hub=self.hub,
             app=self.app,
             views=self.views,
             watch=self.runner.watch,
             executor=self.executor,
-            actor=Actor(ActorKind.SYSTEM, f"node:{node}", f"Shoal server ({node})"),
+            actor=self.actor,
             work_root=self.settings.work_root,
             wait_limit_s=self.settings.worker_wait_limit_s,
             log_limit_bytes=self.settings.step_log_limit_bytes,
         )
         return Dispatcher(ctx, node=node, task_cap=self.settings.task_cap)
+
+    @property
+    def actor(self) -> Actor:
+        """Who this node is in the events it records on its own."""
+        node = self.settings.node_name
+        return Actor(ActorKind.SYSTEM, f"node:{node}", f"Shoal server ({node})")
 
     def start(self) -> str | None:
         """Install on first start, bring the read models up to date, start following.
@@ -123,13 +145,38 @@ def build_server(settings: Settings, **overrides: Any) -> ServerContainer:
         if channel:
             listener = PostgresLogListener(settings.database_url, channel, runner.wake)
     executor = overrides.get("executor") or StepExecutor()
-    nats = None
+    nats = access = None
     if settings.nats_url is None:
         host, port = "127.0.0.1", 0
         if settings.nats_listen:
             listen_host, _, listen_port = settings.nats_listen.rpartition(":")
             host, port = listen_host.strip("[]"), int(listen_port)
         nats = EmbeddedNats(EmbeddedNatsConfig(settings.data_dir, listen_host=host, port=port))
-    return ServerContainer(
-        settings, app, views, runner, listener, executor, overrides.get("bus") or NatsBus(), nats
+        access = AgentAccess(nats)
+    bus = overrides.get("bus") or NatsBus()
+    node = settings.node_name
+    hub = WorkerHub(
+        app, views, runner.watch, bus, access, load_signing_key(settings.signing_key_file),
+        Actor(ActorKind.SYSTEM, f"node:{node}", f"Shoal server ({node})"),
+        agent_urls=lambda: agent_urls(settings, nats),
     )
+    return ServerContainer(settings, app, views, runner, listener, executor, bus, nats, access, hub)
+
+
+def load_signing_key(path: Path) -> Ed25519PrivateKey:
+    """The server's signing key, made (0600) on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(new_private_key_pem())
+    return load_private_key(path.read_bytes())
+
+
+def agent_urls(settings: Settings, nats: EmbeddedNats | None) -> list[str]:
+    """The NATS URLs agents are told to use: the embedded server's (reachable from other
+    machines only with --nats-listen), or the external ones without credentials."""
+    if nats is not None:
+        return [nats.url]
+    urls = (settings.nats_url or "").split(",")
+    return [u.split("@", 1)[1] if "@" in u else u for u in (x.strip() for x in urls) if u]

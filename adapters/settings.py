@@ -53,6 +53,12 @@ class Settings:
         return self.data_dir / "work"
 
     @property
+    def signing_key_file(self) -> Path:
+        """The Ed25519 key instructions to agents are signed with (mode 0600). Nodes that
+        share a database must share this file too: agents pin its public half."""
+        return self.data_dir / "signing-key.pem"
+
+    @property
     def admin_key_file(self) -> Path:
         """Where the first start writes the administrator key (mode 0600)."""
         return self.data_dir / "admin-api-key"

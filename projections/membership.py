@@ -149,3 +149,10 @@ def running_steps(db: Database) -> dict[str, int]:
     with db.read() as cur:
         cur.execute("SELECT worker_id, COUNT(*) FROM rm_assignments GROUP BY worker_id")
         return {r[0]: int(r[1]) for r in cur.fetchall()}
+
+
+def assignments(db: Database) -> list[tuple[str, str, str]]:
+    """Every (task id, step, worker id) given to an external worker and not yet ended."""
+    with db.read() as cur:
+        cur.execute("SELECT task_id, step, worker_id FROM rm_assignments ORDER BY task_id, step")
+        return [(r[0], r[1], r[2]) for r in cur.fetchall()]

@@ -171,3 +171,17 @@ def get_worker(db: Database, worker_id: str) -> dict[str, Any] | None:
         cur.execute(f"SELECT {_COLUMNS} FROM rm_workers WHERE id = ?", (worker_id,))
         row = cur.fetchone()
         return None if row is None else _with_load(cur, [_worker(row)])[0]
+
+
+def agent_workers(db: Database) -> list[dict[str, Any]]:
+    """Workers reached through an agent (listening or polling), for the heartbeat monitor."""
+    with db.read() as cur:
+        cur.execute(
+            "SELECT id, name, comms_style, health_status, machine_policy_id FROM rm_workers "
+            "WHERE comms_style IN ('listening', 'polling') ORDER BY id"
+        )
+        return [
+            {"id": r[0], "name": r[1], "comms_style": r[2], "health_status": r[3],
+             "machine_policy_id": r[4]}
+            for r in cur.fetchall()
+        ]

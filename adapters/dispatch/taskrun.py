@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
+from adapters.dispatch.external import ExternalStep
 from adapters.dispatch.mail import send_email
+from adapters.workers.hub import WorkerHub
 from agent.executor import LogLine, StepExecutor, StepRequest
 from domain.actors import Actor
 from domain.app import Shoal
@@ -47,6 +49,7 @@ SERVER_STOPPED = "server stopped during step"
 class RunContext:
     """What every task run on this node shares."""
 
+    hub: WorkerHub
     app: Shoal
     views: Database
     watch: PositionWatch
@@ -163,18 +166,20 @@ class TaskRun:
 
     def _candidates(self, pool_id: UUID) -> tuple[Candidate, ...]:
         rows = members_of(self.ctx.views, str(pool_id))
+        load = self.ctx.hub.load
         return tuple(
             Candidate(
                 worker_id=UUID(r["worker_id"]), name=r["worker_name"],
                 health=HealthStatus(r["health_status"]), is_disabled=r["is_disabled"],
-                capacity=r["capacity"], running=r["running"],
+                # The read model trails this node's own latest assignments.
+                capacity=r["capacity"], running=max(r["running"], load.get(r["worker_id"], 0)),
             )
             for r in rows
         )
 
     def _route_and_assign(self, step: Step, turn: int) -> tuple[Route, str, str | None]:
-        """Decide where the step runs and, for the built-in worker, record the assignment,
-        all in one trip to a thread. Returns (decision, pool name, run-as user)."""
+        """Decide where the step runs and record the assignment, all in one trip to a
+        thread. Returns (decision, pool name, run-as user)."""
         app, actor = self.ctx.app, self.ctx.actor
         default_pool_id = app.default_pool_id()
         pool = app.get_pool(step.worker_pool_id or default_pool_id)
@@ -188,10 +193,22 @@ class TaskRun:
             self._update_sync(
                 lambda t: t.assign(step.name, pool.id, None, BUILT_IN_WORKER_NAME, actor)
             )
+        elif isinstance(decision, RunOnWorker):
+            self.ctx.hub.count(decision.worker_id, +1)
+            self._update_sync(
+                lambda t: t.assign(step.name, pool.id, decision.worker_id, decision.worker_name, actor)
+            )
         return decision, pool.name, config.run_as_user
 
     async def _script(self, step: Step) -> StepState:
         deadline = asyncio.get_running_loop().time() + self.ctx.wait_limit_s
+        known = self.known.run_of(step.name) if self.known is not None else None
+        if known is not None and known.worker_id is not None and known.assignment is not None \
+                and known.state in (StepState.ASSIGNED, StepState.RUNNING):
+            # Resumed after a restart: the worker still has it; its reports will come.
+            outcome = await self._on_worker_resumed(step, known.worker_id, known.assignment)
+            if outcome is not None:
+                return outcome
         turn = 0
         while True:
             decision, pool_name, run_as_user = await asyncio.to_thread(
@@ -202,12 +219,12 @@ class TaskRun:
                 return await self._on_built_in(step, pool_name, run_as_user)
             if isinstance(decision, Refuse):
                 return await self._finish_step(step.name, StepState.FAILED, reason=decision.reason)
-            reason = (
-                decision.reason if not isinstance(decision, RunOnWorker) else
-                f"waiting: worker {decision.worker_name!r} was chosen, but this server cannot "
-                "dispatch to external workers yet"
-            )
-            await self._update(self._waiting(step.name, reason))
+            if isinstance(decision, RunOnWorker):
+                outcome = await self._on_worker(step, decision, pool_name)
+                if outcome is not None:
+                    return outcome
+                continue  # the worker could not take it: choose again
+            await self._update(self._waiting(step.name, decision.reason))
             if asyncio.get_running_loop().time() >= deadline:
                 return await self._finish_step(
                     step.name, StepState.FAILED,
@@ -275,6 +292,20 @@ class TaskRun:
             "cancelled": StepState.CANCELLED,
         }[result.outcome]
         return await self._finish_step(name, outcome, result.exit_code, result.reason)
+
+    # -- script steps on external workers -----------------------------------------------
+
+    async def _on_worker(self, step: Step, decision: RunOnWorker, pool_name: str) -> StepState | None:
+        worker = ExternalStep(self, step, decision.worker_id, decision.worker_name, pool_name)
+        try:
+            return await worker.run()
+        finally:
+            self.ctx.hub.count(decision.worker_id, -1)
+
+    async def _on_worker_resumed(self, step: Step, worker_id: UUID, assignment: int) -> StepState | None:
+        name = self.known.run_of(step.name).worker_name if self.known is not None else None
+        worker = ExternalStep(self, step, worker_id, name or str(worker_id), "")
+        return await worker.follow(assignment, None)
 
     # -- steps that run inside the server --------------------------------------------------
 

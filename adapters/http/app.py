@@ -63,6 +63,7 @@ def create_app(container: ServerContainer) -> FastAPI:
         app.state.container = container
         app.state.dispatcher = dispatcher
         await dispatcher.start()
+        await container.hub.start(dispatcher.changed)
         log.info("ready", extra={"position": container.runner.watch.position, "nats": nats_url})
         try:
             yield

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from uuid import UUID
 
 from eventsourcing.persistence import RecordConflictError
@@ -13,8 +13,9 @@ from domain.app.base import CommandsBase, Saved, command
 from domain.app.projects import ProjectCommands
 from domain.certificates import ParsedCertificate, StoredCertificate
 from domain.errors import InvalidTransition, Rejected
-from domain.plan import TaskState
+from domain.plan import StepState, TaskState
 from domain.process import Action, Step, Syntax, check_script
+from domain.reports import StepReport, refusal
 from domain.tasklog import Line, TaskLog, log_id
 from domain.tasks import Task, TaskKind
 
@@ -116,6 +117,38 @@ class TaskCommands(ProjectCommands, CommandsBase):
             log = TaskLog(task_id=task_id, actor=actor)
         log.append(step, lines, actor)
         return self._save(log)
+
+    @command
+    def apply_reports(
+        self, task_id: UUID, worker_id: UUID, reports: Sequence[StepReport], *, actor: Actor
+    ) -> tuple[int | None, list[str]]:
+        """Record what a worker reported about its steps of one task, in order, in one
+        save (the task and its log together). Reports the fencing rule refuses change
+        nothing; returns (position or None, why each refused report was refused)."""
+        task = self.get_task(task_id)
+        log = self._find(TaskLog, log_id(task_id))
+        refused: list[str] = []
+        for report in reports:
+            why = refusal(task.runs.get(report.step), worker_id, report.assignment)
+            if why is None and task.state is not TaskState.EXECUTING:
+                why = f"the task is {task.state.value}"
+            if why is not None:
+                refused.append(f"{report.kind} report for step {report.step!r}: {why}")
+                continue
+            if task.runs[report.step].state is StepState.ASSIGNED:
+                # Reports arrive in order on one stream, so this is normally "started";
+                # should it have been lost, the step still must not look as if never run.
+                task.mark_started(report.step, report.pid, actor)
+            if report.kind == "log" and report.lines:
+                if log is None:
+                    log = TaskLog(task_id=task_id, actor=actor)
+                log.append(report.step, list(report.lines), actor)
+            elif report.kind == "finished":
+                outcome = StepState(report.outcome or "failed")
+                task.finish_step(report.step, outcome, report.exit_code, report.reason, actor)
+                task.finish_if_done(actor)
+        parts = [a for a in (log, task) if a is not None and a.pending_events]
+        return (self._save(*parts) if parts else None), refused
 
     @command
     def store_certificate(

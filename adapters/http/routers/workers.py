@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -10,6 +12,7 @@ from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
 
 from adapters.http.deps import App, Container, Views, require, wait_for
 from adapters.http.schemas import Page, Request, Skip, Take, not_found, parse_id, position_header
+from adapters.workers.hub import AGENT_STYLES
 from domain.actors import Actor
 from domain.app import Shoal
 from domain.errors import NotFound, Rejected
@@ -114,12 +117,26 @@ def list_(
     return Page[WorkerOut](items=[WorkerOut(**r) for r in rows], total=total)
 
 
-@router.post("", status_code=201, response_model=WorkerOut)
-def register(
-    body: WorkerCreate, app: App, container: Container, actor: CanConfigure, response: Response
-) -> WorkerOut:
-    """Register a worker in one or more pools; 409 when the name is taken, 422 when a
-    pool or the policy does not exist."""
+class AgentRegistrationOut(BaseModel):
+    """How a registering agent reaches NATS, shown once: keep it secret."""
+
+    worker_id: str
+    nats_urls: list[str]
+    nats_user: str
+    nats_password: str
+    inbox_prefix: str
+    work_consumer: str
+    server_key: str = Field(description="The public key instructions are signed with: pin it")
+
+
+class WorkerRegistered(WorkerOut):
+    """A new worker; agents (listening, polling) also get their registration."""
+
+    registration: AgentRegistrationOut | None = None
+
+
+def _register_sync(app: Shoal, container: Any, body: WorkerCreate, actor: Actor) -> tuple[Any, str | None]:
+    secret = container.hub.new_secret(body.comms_style)
     saved = app.register_worker(
         name=body.name,
         pool_ids=_pool_ids(app, body.pool_ids),
@@ -127,11 +144,29 @@ def register(
         endpoint=body.endpoint,
         machine_policy_id=_policy_id(app, body.machine_policy_id),
         capacity=body.capacity,
+        secret_hash=secret[1] if secret else None,
         actor=actor,
     )
     wait_for(container, saved.position)
+    return saved, (secret[0] if secret else None)
+
+
+@router.post("", status_code=201, response_model=WorkerRegistered)
+async def register(
+    body: WorkerCreate, app: App, container: Container, actor: CanConfigure, response: Response
+) -> WorkerRegistered:
+    """Register a worker in one or more pools; 409 when the name is taken, 422 when a
+    pool or the policy does not exist. An agent's answer holds its NATS credentials,
+    which work by the time the answer arrives."""
+    saved, password = await asyncio.to_thread(_register_sync, app, container, body, actor)
+    worker = saved.aggregate
+    registration = None
+    if body.comms_style in AGENT_STYLES:
+        reg = await container.hub.activate(worker.id, body.comms_style, password)
+        registration = AgentRegistrationOut(**dataclasses.asdict(reg))
     response.headers.update(position_header(saved.position))
-    return _read(container.views, str(saved.aggregate.id))
+    out = await asyncio.to_thread(_read, container.views, str(worker.id))
+    return WorkerRegistered(**out.model_dump(), registration=registration)
 
 
 @router.get("/{worker_id}", response_model=WorkerOut)
@@ -161,7 +196,11 @@ def patch(
 
 
 @router.delete("/{worker_id}", status_code=204)
-def delete(worker_id: str, app: App, actor: CanConfigure) -> Response:
-    """Deregister a worker: it leaves its pools and its name is free again."""
-    position = app.deregister_worker(parse_id(worker_id, "worker"), actor=actor)
+async def delete(worker_id: str, app: App, container: Container, actor: CanConfigure) -> Response:
+    """Deregister a worker: it leaves its pools, its name is free again, and its agent's
+    credentials stop working (a running agent is disconnected and exits)."""
+    wid = parse_id(worker_id, "worker")
+    position = await asyncio.to_thread(app.deregister_worker, wid, actor=actor)
+    await asyncio.to_thread(wait_for, container, position)
+    await container.hub.revoke(wid)
     return Response(status_code=204, headers=position_header(position))

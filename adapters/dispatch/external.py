@@ -1,0 +1,122 @@
+"""A script step on an external worker, from the task run's side: send the signed
+instruction, then follow the step through the Task events that the worker's reports
+become (adapters/workers/reports.py) until it ends, is taken back, or is cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from adapters.workers.gateway import Sent, WorkerUnavailable
+from domain.messages import CancelStep, ExecStep
+from domain.plan import StepState
+from domain.process import Step
+
+if TYPE_CHECKING:
+    from adapters.dispatch.taskrun import TaskRun
+
+# How long a worker may take to confirm a cancel by its final report before the server
+# records the step as cancelled itself.
+CANCEL_GRACE_S = 10.0
+# A worker enforces the step's timeout itself; the server waits this much longer for the
+# worker's last word before deciding alone.
+TIMEOUT_GRACE_S = 30.0
+
+
+class ExternalStep:
+    """One execution of a step on one worker."""
+
+    def __init__(self, run: TaskRun, step: Step, worker_id: UUID, worker_name: str, pool_name: str) -> None:
+        self.run_ = run
+        self.step = step
+        self.worker_id = worker_id
+        self.worker_name = worker_name
+        self.pool_name = pool_name
+
+    async def run(self) -> StepState | None:
+        """Send the step to the worker (its assignment is recorded) and follow it. None:
+        the worker could not take it, or lost it before it started; route it again."""
+        run, ctx, step = self.run_, self.run_.ctx, self.step
+        task = run.known
+        assert task is not None and step.syntax is not None and step.script_body is not None
+        current = task.run_of(step.name)
+        assert current.assignment is not None
+        instruction = ExecStep(
+            worker_id=str(self.worker_id), task_id=str(run.task_id), step=step.name,
+            assignment=current.assignment, syntax=step.syntax.value, script=step.script_body,
+            env={
+                "SHOAL_TASK_ID": str(run.task_id),
+                "SHOAL_STEP_NAME": step.name,
+                "SHOAL_WORKER_NAME": self.worker_name,
+                "SHOAL_WORKER_POOL": self.pool_name,
+            },
+            timeout_s=step.timeout_s, max_log_bytes=ctx.log_limit_bytes,
+            # A polling agent back after this finds the server has given up on it.
+            expires_at=time.time() + ctx.wait_limit_s,
+        )
+        comms = (await asyncio.to_thread(ctx.app.get_worker, self.worker_id)).comms_style
+        try:
+            sent = await ctx.hub.gateway.exec(comms, instruction)
+        except WorkerUnavailable as exc:
+            reason = f"worker {self.worker_name!r} could not take the step: {exc}"
+            await run._update(lambda t: t.requeue(step.name, reason, ctx.actor))
+            if exc.offline:
+                await asyncio.to_thread(
+                    ctx.app.record_worker_offline, self.worker_id, str(exc), actor=ctx.actor
+                )
+            return None
+        return await self.follow(current.assignment, sent)
+
+    async def follow(self, assignment: int, sent: Sent | None) -> StepState | None:
+        """Wait for the step of this assignment to end; handle cancel and a silent worker."""
+        run, ctx, name = self.run_, self.run_.ctx, self.step.name
+        loop = asyncio.get_running_loop()
+        cancel_at: float | None = None
+        running_since: float | None = None
+        while True:
+            run.changed.clear()  # before reading, so a change while we read is not lost
+            task = await run._load()
+            state = task.run_of(name)
+            if state.state.is_final:
+                return state.state
+            if state.assignment != assignment:
+                # Taken back (its worker was lost before starting it): withdraw our copy.
+                if sent is not None:
+                    await ctx.hub.gateway.withdraw(sent)
+                return None
+            now = loop.time()
+            if state.state is StepState.RUNNING and running_since is None:
+                running_since = now
+            if cancel_at is None and (run.cancel.is_set() or task.cancel_requested):
+                cancel_at = now
+                if state.state is StepState.ASSIGNED and sent is not None \
+                        and await ctx.hub.gateway.withdraw(sent):
+                    return await run._finish_step(name, StepState.CANCELLED, reason="cancelled")
+                await ctx.hub.gateway.cancel(
+                    CancelStep(str(self.worker_id), str(run.task_id), name, assignment)
+                )
+            elif cancel_at is not None and now - cancel_at > CANCEL_GRACE_S:
+                return await run._finish_step(
+                    name, StepState.CANCELLED,
+                    reason=f"cancelled (worker {self.worker_name!r} did not confirm within "
+                    f"{CANCEL_GRACE_S:g}s)",
+                )
+            limit = self.step.timeout_s
+            overdue = running_since is not None and limit is not None \
+                and now - running_since > limit + TIMEOUT_GRACE_S
+            if overdue:
+                return await run._finish_step(
+                    name, StepState.TIMED_OUT,
+                    reason=f"timed out after {self.step.timeout_s:g}s (worker "
+                    f"{self.worker_name!r} did not report the end)",
+                )
+            waits = [asyncio.ensure_future(run.changed.wait())]
+            if cancel_at is None:
+                waits.append(asyncio.ensure_future(run.cancel.wait()))
+            try:
+                await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()

@@ -1,0 +1,2 @@
+"""The server's side of external workers: sending them instructions, taking their
+reports and heartbeats, and registering their agents."""

@@ -1,0 +1,141 @@
+"""Reports from agents (stream SHOAL_REPORTS) become Task events.
+
+One durable pull consumer reads them in order; a fetched batch is grouped per (task,
+worker) and each group is one save, so a busy worker costs a save per batch rather than
+per line. The subject names the sender (NATS permissions let an agent publish only on its
+own), and the domain's fencing rule decides what is accepted; refusals are logged and
+acknowledged, never retried. A report is acknowledged only after its events are stored,
+so a server killed mid-batch gets the batch again after its restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from uuid import UUID
+
+import nats.errors
+from nats.aio.msg import Msg
+
+from adapters.nats import subjects
+from adapters.nats.bus import NatsBus
+from domain.actors import Actor, ActorKind
+from domain.app import Shoal
+from domain.errors import NotFound
+from domain.messages import ProtocolError, Report, decode_report
+from domain.reports import StepReport
+
+log = logging.getLogger("shoal.workers")
+
+CONSUMER = "shoal-server"
+BATCH = 256
+STREAMS = frozenset({"stdout", "stderr", "system"})
+
+
+def _worker_of(subject: str) -> str:
+    return subject.rsplit(".", 1)[-1]
+
+
+def to_step_report(report: Report) -> StepReport:
+    """The domain's view of a report (log lines with a known stream only)."""
+    lines = tuple([t, s, x] for t, s, x in report.lines if s in STREAMS)
+    return StepReport(
+        step=report.step, assignment=report.assignment, kind=report.kind, pid=report.pid,
+        lines=lines, outcome=report.outcome, exit_code=report.exit_code, reason=report.reason,
+    )
+
+
+class ReportIntake:
+    """start() / stop(); ``on_changed(task_id)`` is called after a task was updated."""
+
+    def __init__(self, app: Shoal, bus: NatsBus, on_changed: Callable[[UUID], None]) -> None:
+        self.app = app
+        self.bus = bus
+        self.on_changed = on_changed
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Make sure the consumer exists and start reading."""
+        await self.bus.ensure_pull_consumer(
+            subjects.REPORTS_STREAM, CONSUMER, subjects.REPORTS_SUBJECTS, ack_wait=30.0,
+            max_ack_pending=10_000,
+        )
+        self._task = asyncio.create_task(self._follow(), name="shoal-report-intake")
+
+    async def stop(self) -> None:
+        """Stop reading (the batch in hand is finished first)."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _follow(self) -> None:
+        sub = None
+        while not self._stopping:
+            try:
+                if sub is None:
+                    sub = await self.bus.pull_subscription(subjects.REPORTS_STREAM, CONSUMER)
+                msgs = await sub.fetch(BATCH, timeout=1.0)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # reconnecting NATS, a consumer being recreated...
+                log.warning("cannot fetch reports; retrying", extra={"error": repr(exc)})
+                sub = None
+                await asyncio.sleep(0.5)
+                continue
+            await self.handle(msgs)
+
+    async def handle(self, msgs: list[Msg]) -> None:
+        """Apply one fetched batch and acknowledge it."""
+        groups: dict[tuple[UUID, UUID], list[StepReport]] = {}
+        for msg in msgs:
+            sender = _worker_of(msg.subject)
+            try:
+                report = decode_report(msg.data)
+                if report.worker_id != sender:
+                    raise ProtocolError(f"sent on {sender}'s subject but names worker {report.worker_id}")
+                key = (UUID(report.task_id), UUID(report.worker_id))
+            except (ProtocolError, ValueError) as exc:
+                log.warning("report refused", extra={"worker_id": sender, "reason": str(exc)})
+                continue
+            groups.setdefault(key, []).append(to_step_report(report))
+        try:
+            for (task_id, worker_id), reports in groups.items():
+                await self._apply(task_id, worker_id, reports)
+        except Exception:
+            # The store is unreachable, say: have the batch again in a moment, in order.
+            log.exception("could not record reports; they will be delivered again")
+            for msg in msgs:
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=1.0)
+            return
+        for msg in msgs:
+            with contextlib.suppress(Exception):
+                await msg.ack()
+
+    def _apply_sync(
+        self, task_id: UUID, worker_id: UUID, reports: list[StepReport]
+    ) -> tuple[int | None, list[str]]:
+        try:
+            name = self.app.get_worker(worker_id).name
+        except NotFound:
+            return None, [f"worker {worker_id} is not registered"]
+        actor = Actor(ActorKind.AGENT, str(worker_id), name)
+        return self.app.apply_reports(task_id, worker_id, reports, actor=actor)
+
+    async def _apply(self, task_id: UUID, worker_id: UUID, reports: list[StepReport]) -> None:
+        try:
+            position, refused = await asyncio.to_thread(self._apply_sync, task_id, worker_id, reports)
+        except NotFound:
+            refused, position = [f"task {task_id} does not exist"], None
+        for why in refused:
+            log.warning("report refused", extra={"worker_id": str(worker_id), "task_id": str(task_id),
+                                                 "reason": why})
+        if position is not None:
+            self.on_changed(task_id)
