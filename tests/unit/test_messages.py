@@ -1,0 +1,92 @@
+"""The wire protocol between server and agents: round trips, strict decoding, signatures."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from domain.messages import (
+    CancelStep,
+    ExecStep,
+    HealthCheck,
+    Heartbeat,
+    ProtocolError,
+    Report,
+    decode_heartbeat,
+    decode_instruction,
+    decode_report,
+    encode,
+)
+from domain.signing import (
+    SigningError,
+    load_private_key,
+    new_private_key_pem,
+    parse_public_key,
+    public_key_text,
+    sign,
+    verify,
+)
+
+EXEC = ExecStep(
+    worker_id="w1", task_id="t1", step="Deploy", assignment=7, syntax="bash", script="echo hi",
+    env={"SHOAL_TASK_ID": "t1"}, timeout_s=30.0, max_log_bytes=1000, expires_at=1e10,
+)
+
+
+@pytest.mark.parametrize("message", [
+    EXEC, CancelStep("w1", "t1", "Deploy", 7), HealthCheck("w1", "df -h", 10.0, issued_at=5.0),
+])
+def test_instructions_round_trip(message: object) -> None:
+    assert decode_instruction(encode(message)) == message
+
+
+def test_reports_and_heartbeats_round_trip() -> None:
+    report = Report("w1", "t1", "Deploy", 7, "log", 3, lines=(("t", "stdout", "hi"),))
+    beat = Heartbeat("w1", running=2, at=5.0)
+    assert decode_report(encode(report)) == report
+    assert decode_heartbeat(encode(beat)) == beat
+    assert report.message_id() == "t1:Deploy:7:3"
+
+
+@pytest.mark.parametrize(("data", "error"), [
+    (b"not json", "not JSON"),
+    (b"[1]", "JSON object"),
+    (b'{"kind": "format-disk"}', "unknown instruction kind"),
+    (b'{"kind": "cancel", "worker_id": "w", "task_id": "t", "step": "s", "assignment": true}',
+     "'assignment' has the wrong type"),
+    (b'{"kind": "cancel", "worker_id": "w", "task_id": "t", "step": "s"}', "'assignment' is missing"),
+])
+def test_malformed_instructions_are_refused(data: bytes, error: str) -> None:
+    with pytest.raises(ProtocolError, match=error):
+        decode_instruction(data)
+
+
+@pytest.mark.parametrize(("change", "error"), [
+    ({"kind": "exploded"}, "unknown report kind"),
+    ({"kind": "finished", "outcome": "great"}, "unknown outcome"),
+    ({"lines": [["t", "stdout"]]}, "a log line is"),
+])
+def test_malformed_reports_are_refused(change: dict[str, object], error: str) -> None:
+    good = orjson.loads(encode(Report("w1", "t1", "s", 1, "log", 0)))
+    with pytest.raises(ProtocolError, match=error):
+        decode_report(orjson.dumps({**good, **change}))
+
+
+def test_a_signature_verifies_only_the_signed_bytes_with_the_pinned_key() -> None:
+    key = load_private_key(new_private_key_pem())
+    other = load_private_key(new_private_key_pem())
+    pinned = parse_public_key(public_key_text(key))
+    body = encode(EXEC)
+    signature = sign(key, body)
+
+    assert verify(pinned, body, signature)
+    assert not verify(pinned, body.replace(b"echo hi", b"rm -rf /"), signature)
+    assert not verify(pinned, body, sign(other, body))
+    assert not verify(pinned, body, None)
+    assert not verify(pinned, body, "not base64!")
+
+
+@pytest.mark.parametrize("text", ["rsa:abc", "ed25519:!!!", "ed25519:AAAA"])
+def test_malformed_server_keys_are_refused(text: str) -> None:
+    with pytest.raises(SigningError):
+        parse_public_key(text)

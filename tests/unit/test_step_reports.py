@@ -1,0 +1,125 @@
+"""Reports from workers: the fencing rule and how accepted reports become Task events."""
+
+from __future__ import annotations
+
+from uuid import UUID, uuid4
+
+import pytest
+
+from domain.actors import Actor, ActorKind
+from domain.app import Shoal
+from domain.plan import StepState, TaskState
+from domain.process import Syntax
+from domain.reports import StepReport, refusal
+from domain.tasklog import TaskLog, log_id
+from domain.tasks import StepRun
+from domain.workers import CommsStyle
+from tests.unit.support import ALICE, events_after, head
+
+STEP = "Run script"
+
+
+def agent(worker_id: UUID) -> Actor:
+    return Actor(ActorKind.AGENT, str(worker_id), "w")
+
+
+def assigned(app: Shoal) -> tuple[UUID, UUID, int]:
+    """A running script task whose step is assigned to a fresh worker: (task, worker, token)."""
+    worker_id = app.register_worker(
+        name=f"w-{uuid4().hex[:6]}", pool_ids=(app.default_pool_id(),),
+        comms_style=CommsStyle.LISTENING, actor=ALICE,
+    ).aggregate.id
+    task_id = app.queue_script(syntax=Syntax.BASH, script_body="echo hi", actor=ALICE).aggregate.id
+    app.update_task(task_id, lambda t: t.start("n1", ALICE))
+    saved = app.update_task(task_id, lambda t: t.assign(STEP, None, worker_id, "w", ALICE))
+    token = saved.aggregate.run_of(STEP).assignment
+    assert token is not None
+    return task_id, worker_id, token
+
+
+@pytest.mark.parametrize(
+    ("run", "worker", "token", "expected"),
+    [
+        (StepRun(StepState.ASSIGNED, worker_id=UUID(int=1), assignment=3), UUID(int=1), 3, None),
+        (StepRun(StepState.RUNNING, worker_id=UUID(int=1), assignment=3), UUID(int=1), 3, None),
+        (StepRun(StepState.RUNNING, worker_id=UUID(int=1), assignment=3), UUID(int=2), 3,
+         "the step is not assigned to this worker"),
+        (StepRun(StepState.RUNNING, worker_id=UUID(int=1), assignment=5), UUID(int=1), 3,
+         "stale assignment 3 (current: 5)"),
+        (StepRun(StepState.SUCCESS, worker_id=UUID(int=1), assignment=3), UUID(int=1), 3,
+         "the step already ended (success)"),
+        (StepRun(StepState.WAITING, worker_id=None, assignment=None), UUID(int=1), 3,
+         "the step is not assigned to this worker"),
+        (None, UUID(int=1), 3, "the task has no such step"),
+    ],
+    ids=["assigned", "running", "other-worker", "stale-token", "ended", "requeued", "no-step"],
+)
+def test_refusal(run: StepRun | None, worker: UUID, token: int, expected: str | None) -> None:
+    assert refusal(run, worker, token) == expected
+
+
+def test_started_log_finished_become_events_in_one_save_each(app: Shoal) -> None:
+    task_id, worker_id, token = assigned(app)
+    before = head(app)
+
+    _, refused = app.apply_reports(task_id, worker_id, [
+        StepReport(STEP, token, "started", pid=42),
+        StepReport(STEP, token, "log", lines=(["2026-11-22T00:00:00.000+00:00", "stdout", "hi"],)),
+        StepReport(STEP, token, "finished", outcome="success", exit_code=0),
+    ], actor=agent(worker_id))
+
+    assert refused == []
+    task = app.get_task(task_id)
+    assert (task.run_of(STEP).state, task.run_of(STEP).exit_code, task.state) == (
+        StepState.SUCCESS, 0, TaskState.SUCCESS)
+    log = app.repository.get(log_id(task_id))
+    assert isinstance(log, TaskLog)
+    names = [type(e).__name__ for e in events_after(app, before)]
+    assert names == ["Opened", "LinesAppended", "StepStarted", "StepFinished", "Finished"]
+
+
+def test_reports_from_another_worker_or_old_assignment_change_nothing(app: Shoal) -> None:
+    task_id, worker_id, token = assigned(app)
+    intruder = uuid4()
+    before = head(app)
+
+    position, refused = app.apply_reports(task_id, intruder, [
+        StepReport(STEP, token, "finished", outcome="success", exit_code=0)], actor=agent(intruder))
+    position2, refused2 = app.apply_reports(task_id, worker_id, [
+        StepReport(STEP, token - 1, "finished", outcome="success", exit_code=0)], actor=agent(worker_id))
+
+    assert (position, position2) == (None, None)
+    assert "not assigned to this worker" in refused[0]
+    assert "stale assignment" in refused2[0]
+    assert events_after(app, before) == []
+    assert app.get_task(task_id).run_of(STEP).state is StepState.ASSIGNED
+
+
+def test_a_requeued_step_voids_the_old_token(app: Shoal) -> None:
+    task_id, worker_id, token = assigned(app)
+    app.update_task(task_id, lambda t: t.requeue(STEP, "worker lost", ALICE))
+
+    _, refused = app.apply_reports(task_id, worker_id, [
+        StepReport(STEP, token, "started", pid=1)], actor=agent(worker_id))
+
+    run = app.get_task(task_id).run_of(STEP)
+    assert (run.state, run.worker_id, run.assignment) == (StepState.WAITING, None, None)
+    assert refused and "not assigned" in refused[0]
+
+
+def test_a_log_without_its_started_report_still_marks_the_step_running(app: Shoal) -> None:
+    task_id, worker_id, token = assigned(app)
+
+    app.apply_reports(task_id, worker_id, [
+        StepReport(STEP, token, "log", lines=(["t", "stdout", "x"],))], actor=agent(worker_id))
+
+    assert app.get_task(task_id).run_of(STEP).state is StepState.RUNNING
+
+
+def test_requeue_needs_an_assigned_step(app: Shoal) -> None:
+    task_id, worker_id, token = assigned(app)
+    app.apply_reports(task_id, worker_id, [StepReport(STEP, token, "started", pid=1)],
+                      actor=agent(worker_id))
+
+    with pytest.raises(Exception, match="not assigned"):
+        app.update_task(task_id, lambda t: t.requeue(STEP, "x", ALICE))
