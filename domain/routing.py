@@ -3,8 +3,9 @@
 1. A step resolves to a pool: the one it names, else the default pool.
 2. Default pool, no workers in it at all (unhealthy or disabled ones still count), and
    the built-in worker enabled -> the built-in worker.
-3. Otherwise a worker of that pool that is enabled, not unhealthy or unavailable, and
-   has free capacity; the least busy, ties taken in turn. None -> the step waits.
+3. Otherwise a worker of that pool that is enabled, online (its agent is connected), not
+   unhealthy or unavailable, and has free capacity; the least busy, ties taken in turn.
+   None -> the step waits.
 
 It never falls back to the server for a pool that has workers, nor for a non-default
 pool: that is what lets one worker in the default pool stop user code running on the
@@ -34,11 +35,17 @@ class Candidate:
     is_disabled: bool
     capacity: int
     running: int
+    # An agent's worker is online while it heartbeats; one registered whose agent never
+    # connected is not, and gets no steps (they would only wait in its queue).
+    online: bool = True
 
     @property
     def can_take(self) -> bool:
-        """Enabled, healthy enough and with a free slot."""
-        return not self.is_disabled and self.health in ROUTABLE and self.running < self.capacity
+        """Enabled, online, healthy enough and with a free slot."""
+        return (
+            not self.is_disabled and self.online and self.health in ROUTABLE
+            and self.running < self.capacity
+        )
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,8 @@ def route(
 def _why_none(members: tuple[Candidate, ...]) -> str:
     disabled = sum(m.is_disabled for m in members)
     unwell = sum(not m.is_disabled and m.health not in ROUTABLE for m in members)
-    busy = len(members) - disabled - unwell
+    offline = sum(not m.is_disabled and m.health in ROUTABLE and not m.online for m in members)
+    busy = len(members) - disabled - unwell - offline
     parts = [f"{n} {what}" for n, what in ((disabled, "disabled"), (unwell, "unhealthy or "
-             "unavailable"), (busy, "at capacity")) if n]
+             "unavailable"), (offline, "offline"), (busy, "at capacity")) if n]
     return ", ".join(parts)

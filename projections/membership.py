@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from domain.tasks import Task
-from domain.workers import HealthStatus, Worker
+from domain.workers import CommsStyle, HealthStatus, Worker
 from projections.base import Projection, handles
 from projections.sql import Cursor, Database
 
@@ -15,12 +15,13 @@ class Membership(Projection):
     worker's name, health, enabled flag and capacity, so a rebuild needs no other view."""
 
     name = "membership"
-    version = 2
+    version = 3
     tables = {  # noqa: RUF012
         "rm_pool_members": (
             "pool_id TEXT NOT NULL, worker_id TEXT NOT NULL, worker_name TEXT NOT NULL, "
             "health_status TEXT NOT NULL, is_disabled INTEGER NOT NULL, "
-            "capacity INTEGER NOT NULL, PRIMARY KEY (pool_id, worker_id)"
+            "capacity INTEGER NOT NULL, is_online INTEGER NOT NULL, "
+            "PRIMARY KEY (pool_id, worker_id)"
         ),
         # Steps given to a worker and not yet ended: its load, for "least busy first".
         "rm_assignments": (
@@ -35,9 +36,11 @@ class Membership(Projection):
 
     @handles(Worker.Registered)
     def _registered(self, e: Worker.Registered, position: int, cur: Cursor) -> None:
+        # An agent is online once heard from; an SSH worker has no agent to wait for.
+        online = int(e.comms_style is CommsStyle.SSH)
         cur.executemany(
-            "INSERT INTO rm_pool_members VALUES (?, ?, ?, 'unknown', 0, ?)",
-            [(str(p), str(e.originator_id), e.name, e.capacity) for p in e.pool_ids],
+            "INSERT INTO rm_pool_members VALUES (?, ?, ?, 'unknown', 0, ?, ?)",
+            [(str(p), str(e.originator_id), e.name, e.capacity, online) for p in e.pool_ids],
         )
 
     @handles(Worker.PoolsChanged)
@@ -45,7 +48,7 @@ class Membership(Projection):
         worker_id = str(e.originator_id)
         # A worker always has a pool, so its details are on at least one old row.
         cur.execute(
-            "SELECT worker_name, health_status, is_disabled, capacity FROM rm_pool_members "
+            "SELECT worker_name, health_status, is_disabled, capacity, is_online FROM rm_pool_members "
             "WHERE worker_id = ? LIMIT 1",
             (worker_id,),
         )
@@ -54,7 +57,7 @@ class Membership(Projection):
             return
         cur.execute("DELETE FROM rm_pool_members WHERE worker_id = ?", (worker_id,))
         cur.executemany(
-            "INSERT INTO rm_pool_members VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO rm_pool_members VALUES (?, ?, ?, ?, ?, ?, ?)",
             [(str(p), worker_id, *details) for p in e.pool_ids],
         )
 
@@ -83,6 +86,7 @@ class Membership(Projection):
     @handles(Worker.WentOffline)
     def _offline(self, e: Worker.WentOffline, position: int, cur: Cursor) -> None:
         self._set(cur, e.originator_id, "health_status", HealthStatus.UNAVAILABLE.value)
+        self._set(cur, e.originator_id, "is_online", 0)
 
     @handles(Worker.CameOnline)
     def _online(self, e: Worker.CameOnline, position: int, cur: Cursor) -> None:
@@ -91,6 +95,7 @@ class Membership(Projection):
             "WHERE worker_id = ? AND health_status = 'unavailable'",
             (str(e.originator_id),),
         )
+        self._set(cur, e.originator_id, "is_online", 1)
 
     @handles(Worker.Deregistered)
     def _deregistered(self, e: Worker.Deregistered, position: int, cur: Cursor) -> None:
@@ -127,7 +132,7 @@ def members_of(db: Database, pool_id: str) -> list[dict[str, Any]]:
     with db.read() as cur:
         cur.execute(
             "SELECT m.worker_id, m.worker_name, m.health_status, m.is_disabled, m.capacity, "
-            "(SELECT COUNT(*) FROM rm_assignments a WHERE a.worker_id = m.worker_id) "
+            "(SELECT COUNT(*) FROM rm_assignments a WHERE a.worker_id = m.worker_id), m.is_online "
             "FROM rm_pool_members m WHERE m.pool_id = ? ORDER BY m.worker_id",
             (pool_id,),
         )
@@ -139,6 +144,7 @@ def members_of(db: Database, pool_id: str) -> list[dict[str, Any]]:
                 "is_disabled": bool(r[3]),
                 "capacity": r[4],
                 "running": int(r[5]),
+                "online": bool(r[6]),
             }
             for r in cur.fetchall()
         ]

@@ -173,6 +173,7 @@ class TaskRun:
                 health=HealthStatus(r["health_status"]), is_disabled=r["is_disabled"],
                 # The read model trails this node's own latest assignments.
                 capacity=r["capacity"], running=max(r["running"], load.get(r["worker_id"], 0)),
+                online=r["online"],
             )
             for r in rows
         )

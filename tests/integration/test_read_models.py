@@ -151,8 +151,10 @@ def test_members_of_a_pool_carry_what_routing_needs(scene: Scene) -> None:
     assert by_name["db-primary"] == {
         "worker_id": str(scene.workers["db-1"]), "worker_name": "db-primary",
         "health_status": "unknown", "is_disabled": True, "capacity": 2, "running": 0,
+        "online": True,  # an SSH worker has no agent to wait for
     }
     assert by_name["Web-2"]["is_disabled"] is False
+    assert by_name["Web-2"]["online"] is False  # its agent was never heard from
     assert [m["worker_name"] for m in members_of(scene.views, str(scene.alpha))] == ["web-1"]
     assert members_of(scene.views, str(scene.alpha))[0]["health_status"] == "healthy"
     assert members_of(scene.views, str(scene.default)) == []
@@ -251,3 +253,24 @@ def test_steps_given_to_a_worker_count_as_its_load_until_they_end(
     runner.catch_up()
     assert members_of(views, str(pool))[0]["running"] == 0
     assert list_workers(views, pool=str(pool))[0][0]["running_steps"] == 0
+
+
+def test_an_agent_is_online_between_came_online_and_went_offline(
+    app: Shoal, views: Views, new_runner: Callable[..., ProjectionRunner]
+) -> None:
+    pool = app.create_pool(name="agents", actor=TESTER).aggregate.id
+    wid = app.register_worker(name="a1", pool_ids=(pool,), comms_style=CommsStyle.LISTENING,
+                              actor=TESTER).aggregate.id
+    runner = new_runner(app, views)
+    runner.setup()
+
+    def online() -> bool:
+        runner.catch_up()
+        return bool(members_of(views, str(pool))[0]["online"])
+
+    assert online() is False
+    app.record_worker_online(wid, actor=TESTER)
+    assert online() is True
+    app.record_worker_offline(wid, "no heartbeat for 7s", actor=TESTER)
+    assert online() is False
+    assert members_of(views, str(pool))[0]["health_status"] == "unavailable"

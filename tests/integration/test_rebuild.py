@@ -33,6 +33,7 @@ def busy_history(app: Shoal) -> dict[str, UUID]:
     for i, style in enumerate(CommsStyle):
         ids[style.value] = app.register_worker(
             name=rid(f"w{i}"), pool_ids=(blue,), comms_style=style, actor=TESTER,
+            secret_hash=None if style is CommsStyle.SSH else f"$2a$10$hash-of-{i}",
         ).aggregate.id
     app.update_worker(ids["ssh"], pool_ids=(green, blue), capacity=1, actor=TESTER)
     app.update_worker(ids["polling"], name=rid("renamed"), is_disabled=True, actor=TESTER)

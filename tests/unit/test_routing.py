@@ -26,9 +26,9 @@ OTHER = UUID(int=2)
 POOL_NAMES = {DEFAULT: "Default Worker Pool", OTHER: "Build Pool"}
 
 
-def member(n: int, health: H = H.HEALTHY, *, disabled: bool = False, cap: int = 2, running: int = 0
-           ) -> Candidate:
-    return Candidate(UUID(int=100 + n), f"w{n}", health, disabled, cap, running)
+def member(n: int, health: H = H.HEALTHY, *, disabled: bool = False, cap: int = 2, running: int = 0,
+           online: bool = True) -> Candidate:
+    return Candidate(UUID(int=100 + n), f"w{n}", health, disabled, cap, running, online)
 
 
 MEMBER_SETS: dict[str, tuple[Candidate, ...]] = {
@@ -41,6 +41,8 @@ MEMBER_SETS: dict[str, tuple[Candidate, ...]] = {
     "over-capacity": (member(1, cap=1, running=2),),
     "has-warnings": (member(1, H.HAS_WARNINGS),),
     "unknown-health": (member(1, H.UNKNOWN),),
+    "only-offline": (member(1, online=False), member(2, H.UNKNOWN, online=False)),
+    "offline-and-free": (member(1, online=False), member(2, running=1)),
     "mix-none-able": (member(1, disabled=True), member(2, H.UNAVAILABLE), member(3, cap=1, running=1)),
     "mix-least-busy": (
         member(1, disabled=True, running=0),
@@ -74,7 +76,7 @@ class Expected:
 
 def able(c: Candidate) -> bool:
     routable = c.health in (H.HEALTHY, H.HAS_WARNINGS, H.UNKNOWN)
-    return (not c.is_disabled) and routable and c.running < c.capacity
+    return (not c.is_disabled) and routable and c.online and c.running < c.capacity
 
 
 def oracle(step_pool: UUID | None, members: tuple[Candidate, ...], built_in: bool) -> Expected:
@@ -96,6 +98,8 @@ def oracle(step_pool: UUID | None, members: tuple[Candidate, ...], built_in: boo
                 why.add("unhealthy")
             elif c.health is H.UNAVAILABLE:
                 why.add("unavailable")
+            elif not c.online:
+                why.add("offline")
             else:
                 why.add("at capacity")
         return Expected(Wait, pool, words=(name, *sorted(why)))
@@ -204,8 +208,10 @@ def test_resolve_pool_uses_the_step_pool_else_the_default(step_pool: UUID | None
         (member(1, disabled=True), False),
         (member(1, cap=2, running=1), True),
         (member(1, cap=2, running=2), False),
+        (member(1, online=False), False),
     ],
-    ids=["healthy", "warnings", "unknown", "unhealthy", "unavailable", "disabled", "one-free-slot", "full"],
+    ids=["healthy", "warnings", "unknown", "unhealthy", "unavailable", "disabled", "one-free-slot", "full",
+         "offline"],
 )
 def test_candidate_can_take(candidate: Candidate, can_take: bool) -> None:
     assert candidate.can_take is can_take
