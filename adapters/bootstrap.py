@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.dispatch.dispatcher import Dispatcher
 from adapters.dispatch.taskrun import RunContext
+from adapters.nats import subjects as nats_subjects
 from adapters.nats.access import AgentAccess
 from adapters.nats.bus import NatsBus
 from adapters.nats.embedded import EmbeddedNats, EmbeddedNatsConfig
@@ -25,6 +26,8 @@ from adapters.store import (
 )
 from adapters.workers.hub import WorkerHub
 from agent.executor import StepExecutor
+from agent.home import Registration, load_registration
+from agent.service import AgentConfig, AgentService, AgentSubjects
 from domain.actors import Actor, ActorKind
 from domain.app import Shoal
 from domain.signing import load_private_key, new_private_key_pem
@@ -58,6 +61,7 @@ class ServerContainer:
         if self.nats is not None and self.access is not None:
             self.hub.write_users()
             await self.nats.start()
+            self.nats.supervise()
             url = self.nats.url
             user, password = SERVER_USER, self.access.server_password
         else:
@@ -180,3 +184,42 @@ def agent_urls(settings: Settings, nats: EmbeddedNats | None) -> list[str]:
         return [nats.url]
     urls = (settings.nats_url or "").split(",")
     return [u.split("@", 1)[1] if "@" in u else u for u in (x.strip() for x in urls) if u]
+
+
+# -- the agent (`shoal agent run`) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentContainer:
+    """What a running agent is made of."""
+
+    home: Path
+    registration: Registration
+    bus: NatsBus
+    executor: StepExecutor
+    service: AgentService
+
+
+def agent_subjects(worker_id: str) -> AgentSubjects:
+    """The NATS subjects of one agent, from the one place that names them."""
+    return AgentSubjects(
+        exec=nats_subjects.agent_exec(worker_id),
+        cancel=nats_subjects.agent_cancel(worker_id),
+        health=nats_subjects.agent_health(worker_id),
+        reports=nats_subjects.reports(worker_id),
+        heartbeat=nats_subjects.heartbeat(worker_id),
+        work_stream=nats_subjects.WORK_STREAM,
+        work_consumer=nats_subjects.work_consumer(worker_id),
+    )
+
+
+def build_agent(home: Path, **overrides: Any) -> AgentContainer:
+    """The agent serving the registration in ``home`` (HomeError when there is none).
+    Overrides by keyword: ``registration``, ``bus``, ``executor``, ``config``
+    (an AgentConfig; its default puts step folders in ``<home>/work``)."""
+    registration = overrides.get("registration") or load_registration(home)
+    bus = overrides.get("bus") or NatsBus()
+    executor = overrides.get("executor") or StepExecutor()
+    config = overrides.get("config") or AgentConfig(work_root=home / "work")
+    service = AgentService(registration, bus, executor, config, agent_subjects(registration.worker_id))
+    return AgentContainer(home, registration, bus, executor, service)

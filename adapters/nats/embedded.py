@@ -93,6 +93,7 @@ class EmbeddedNats:
         self._lock_fd: int | None = None
         self._port: int | None = None
         self._reloading = asyncio.Lock()
+        self._watchdog: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -116,7 +117,10 @@ class EmbeddedNats:
     async def start(self, timeout: float = 30.0) -> None:
         """Start nats-server and return once it accepts clients. A server left running by
         a crashed earlier owner of this data folder is terminated first. ``timeout``
-        covers JetStream restoring its streams, which a large store makes slow."""
+        covers JetStream restoring its streams, which a large store makes slow.
+
+        With ``port=0`` the port of the previous run is tried first: registered agents
+        were told that URL, and keep reconnecting to it across a server restart."""
         if self._proc is not None:
             raise EmbeddedNatsError("the embedded nats-server is already running")
         binary = self._binary or find_nats_server()
@@ -125,28 +129,84 @@ class EmbeddedNats:
         self._take_lock()
         try:
             await self._end_leftover()
-            for stale in self.dir.glob("*.ports"):
-                stale.unlink(missing_ok=True)
-            self.config_file.write_text(self._render_config())
             if not self.accounts_file.exists():
                 self.accounts_file.touch(mode=0o600)
             if self.log_file.exists() and self.log_file.stat().st_size > _ROTATE_BYTES:
                 self.log_file.replace(self.log_file.with_name(self.log_file.name + ".1"))
             self._log = self.log_file.open("ab")  # appended: earlier runs' output stays
-            self._log_start = self._log.tell()
-            # A session of its own: Ctrl-C signals the terminal's whole process group, but
-            # NATS must outlive Shoal's drain. Popen (exec returns at once) rather than
-            # asyncio's subprocess, whose handle is bound to the loop that made it.
-            self._proc = subprocess.Popen(  # noqa: ASYNC220
-                [str(binary), "-c", str(self.config_file)],
-                stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            self._port = await self._wait_ready(self._proc, timeout)
+            previous = self._previous_port() if self.config.port == 0 else None
+            if previous is not None:
+                try:
+                    self._port = await self._launch(binary, previous, timeout)
+                except EmbeddedNatsError as exc:
+                    log.info("previous nats port is taken; choosing another",
+                             extra={"port": previous, "error": str(exc).splitlines()[0]})
+                    self._kill_child()
+            if self._port is None:
+                self._port = await self._launch(binary, self.config.port, timeout)
+            (self.dir / "last-port").write_text(f"{self._port}\n")
         except BaseException:
             self._cleanup()
             raise
+        assert self._proc is not None
         log.info("embedded nats-server started", extra={"pid": self._proc.pid, "url": self.url})
+
+    def supervise(self) -> None:
+        """Start ``keep_running`` in the background; ``stop()`` ends it."""
+        if self._watchdog is None:
+            self._watchdog = asyncio.create_task(self.keep_running(), name="shoal-nats-watchdog")
+
+    async def keep_running(self, check_every: float = 0.5) -> None:
+        """Restart nats-server on the same port whenever it dies under us (killed, OOM),
+        so the server's bus and every agent reconnect by themselves. Runs until
+        cancelled; start it after ``start()``."""
+        while True:
+            await asyncio.sleep(check_every)
+            proc = self._proc
+            if proc is None or proc.poll() is None:
+                continue
+            port = self._port
+            log.error("embedded nats-server exited; restarting it",
+                      extra={"pid": proc.pid, "returncode": proc.returncode, "port": port})
+            self._proc = None
+            try:
+                self._port = await self._launch(self._binary or find_nats_server(), port or 0, 30.0)
+            except EmbeddedNatsError as exc:
+                log.error("embedded nats-server did not restart; retrying", extra={"error": str(exc)})
+                self._kill_child()
+                self._port = port
+                await asyncio.sleep(1.0)
+                continue
+            log.info("embedded nats-server restarted", extra={"pid": self.pid, "url": self.url})
+
+    async def _launch(self, binary: Path, port: int, timeout: float) -> int:
+        assert self._log is not None
+        for stale in self.dir.glob("*.ports"):
+            stale.unlink(missing_ok=True)
+        self.config_file.write_text(self._render_config(port))
+        self._log_start = self._log.tell()
+        # A session of its own: Ctrl-C signals the terminal's whole process group, but
+        # NATS must outlive Shoal's drain. Popen (exec returns at once) rather than
+        # asyncio's subprocess, whose handle is bound to the loop that made it.
+        self._proc = subprocess.Popen(  # noqa: ASYNC220
+            [str(binary), "-c", str(self.config_file)],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return await self._wait_ready(self._proc, timeout)
+
+    def _previous_port(self) -> int | None:
+        try:
+            port = int((self.dir / "last-port").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return port if 0 < port <= 65535 else None
+
+    def _kill_child(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
     async def run_until(self, stop: asyncio.Event) -> None:
         """Return when ``stop`` is set; raise if nats-server exits on its own first."""
@@ -182,6 +242,11 @@ class EmbeddedNats:
     async def stop(self, grace: float = 10.0) -> None:
         """SIGTERM (nats-server then flushes JetStream and exits), SIGKILL after ``grace``
         seconds. Does nothing when not running."""
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
         proc = self._proc
         if proc is None:
             return
@@ -198,7 +263,7 @@ class EmbeddedNats:
 
     # -- internals ------------------------------------------------------------------
 
-    def _render_config(self) -> str:
+    def _render_config(self, port: int) -> str:
         c, q = self.config, json.dumps  # JSON string quoting is valid NATS config quoting
         lines = [
             "# Written by Shoal at every start of the embedded server: edits here are lost.",
@@ -207,7 +272,7 @@ class EmbeddedNats:
             f"host: {q(c.listen_host)}",
             # -1: nats-server binds a free port itself (no window for another process to
             # take it between our choosing and its binding) and reports it in the ports file.
-            f"port: {c.port or -1}",
+            f"port: {port or -1}",
             f"pid_file: {q(str(self.pid_file))}",
             f"ports_file_dir: {q(str(self.dir))}",
             "jetstream {",

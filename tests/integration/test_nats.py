@@ -419,3 +419,41 @@ def test_start_gives_up_on_a_port_nobody_listens_on() -> None:
         assert time.monotonic() - started < 2.0
 
     asyncio.run(body())
+
+
+@integration
+def test_a_restart_reuses_the_previous_port_so_agents_find_it_again(tmp_path: Path) -> None:
+    async def body() -> tuple[int, int, int]:
+        async with embedded(tmp_path / "data") as first:
+            port = first.port
+        async with embedded(tmp_path / "data") as second:
+            again = second.port
+        # Someone else took it meanwhile: another free port instead of failing.
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", again))
+            taken.listen()
+            async with embedded(tmp_path / "data") as third:
+                other = third.port
+        return port, again, other
+
+    port, again, other = asyncio.run(body())
+    assert again == port and other != port
+
+
+@integration
+def test_a_killed_server_is_restarted_on_its_port_and_the_bus_carries_on(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with embedded(tmp_path / "data") as server:
+            server.supervise()
+            port, pid = server.port, server.pid
+            assert pid is not None
+            async with bus_on(server.url, "survivor") as bus:
+                await bus.subscribe("svc.echo", echo)
+                os.kill(pid, 9)
+                await eventually(lambda: server.pid not in (None, pid), timeout=10,
+                                 what="a new nats-server")
+                assert server.port == port
+                await eventually(lambda: bus.is_connected, timeout=10, what="the bus to reconnect")
+                assert (await bus.request("svc.echo", b"back", timeout=2.0)).data == b"back"
+
+    asyncio.run(body())
