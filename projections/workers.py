@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from domain.workers import HealthStatus, Worker
+from domain.workers import CommsStyle, HealthStatus, Worker
 from projections.base import Projection, handles, iso
 from projections.sql import Cursor, Database, page
 
@@ -15,24 +15,26 @@ class WorkerList(Projection):
     """One row per registered worker."""
 
     name = "workers"
-    version = 2
+    version = 3
     tables = {  # noqa: RUF012
         "rm_workers": (
             "id TEXT PRIMARY KEY, name TEXT NOT NULL, pool_ids TEXT NOT NULL, "
             "comms_style TEXT NOT NULL, endpoint TEXT, is_disabled INTEGER NOT NULL, "
             "health_status TEXT NOT NULL, health_detail TEXT NOT NULL, last_seen TEXT, "
             "machine_policy_id TEXT NOT NULL, capacity INTEGER NOT NULL, "
-            "registered TEXT NOT NULL"
+            "registered TEXT NOT NULL, is_online INTEGER NOT NULL"
         )
     }
 
     @handles(Worker.Registered)
     def _registered(self, e: Worker.Registered, position: int, cur: Cursor) -> None:
         cur.execute(
-            "INSERT INTO rm_workers VALUES (?, ?, ?, ?, ?, 0, 'unknown', '', NULL, ?, ?, ?)",
+            "INSERT INTO rm_workers VALUES (?, ?, ?, ?, ?, 0, 'unknown', '', NULL, ?, ?, ?, ?)",
             (
                 str(e.originator_id), e.name, _ids(e.pool_ids), e.comms_style.value, e.endpoint,
                 str(e.machine_policy_id), e.capacity, iso(e.timestamp),
+                # An agent is online once heard from; an SSH worker has no agent.
+                int(e.comms_style is CommsStyle.SSH),
             ),
         )
 
@@ -77,14 +79,14 @@ class WorkerList(Projection):
     def _offline(self, e: Worker.WentOffline, position: int, cur: Cursor) -> None:
         self._set(
             cur, e.originator_id, health_status=HealthStatus.UNAVAILABLE.value,
-            health_detail=e.detail,
+            health_detail=e.detail, is_online=0,
         )
 
     @handles(Worker.CameOnline)
     def _online(self, e: Worker.CameOnline, position: int, cur: Cursor) -> None:
         # Coming back clears "unavailable"; the next health check says how healthy it is.
         cur.execute(
-            "UPDATE rm_workers SET last_seen = ?, "
+            "UPDATE rm_workers SET last_seen = ?, is_online = 1, "
             "health_detail = CASE WHEN health_status = 'unavailable' THEN '' ELSE health_detail END, "
             "health_status = CASE WHEN health_status = 'unavailable' THEN 'unknown' "
             "ELSE health_status END WHERE id = ?",
@@ -102,7 +104,7 @@ def _ids(ids: tuple[Any, ...]) -> str:
 
 _COLUMNS = (
     "id, name, pool_ids, comms_style, endpoint, is_disabled, health_status, health_detail, "
-    "last_seen, machine_policy_id, capacity, registered"
+    "last_seen, machine_policy_id, capacity, registered, is_online"
 )
 
 
@@ -111,6 +113,7 @@ def _worker(row: tuple[Any, ...]) -> dict[str, Any]:
     out = dict(zip(keys, row, strict=True))
     out["pool_ids"] = orjson.loads(out["pool_ids"])
     out["is_disabled"] = bool(out["is_disabled"])
+    out["is_online"] = bool(out["is_online"])
     return out
 
 

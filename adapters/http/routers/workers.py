@@ -42,6 +42,7 @@ class WorkerOut(BaseModel):
     capacity: int
     running_steps: int
     registered: str
+    is_online: bool = Field(description="An agent: heard from recently. SSH: always true")
 
 
 class WorkerCreate(Request):
