@@ -108,6 +108,10 @@ def build_parser() -> Parser:
     )
     _server_options(tail)
     tail.add_argument("--after", type=int, default=0, help="start after this position")
+
+    from adapters.agentcli import add_agent_commands
+
+    add_agent_commands(commands)
     return parser
 
 
@@ -124,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from adapters.server import run_server
 
             return run_server(args)
+        if args.command == "agent":
+            from adapters.agentcli import run_agent_command
+
+            return run_agent_command(args)
         if args.command == "replay":
             from adapters.replay import run_replay
 

@@ -99,3 +99,106 @@ class StepRunner(Protocol):
         """Run ``request``; deliver its log to ``sink``; return once it has ended and
         everything it wrote has been delivered."""
         ...
+
+
+# -- what the agent service needs from its transport (NatsBus satisfies these) --------------
+
+
+class InboundRequest(Protocol):
+    """A request sent to the agent (e.g. ``exec``, ``cancel``, ``health``)."""
+
+    @property
+    def data(self) -> bytes:
+        """The message body (what the signature covers)."""
+        ...
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        """The message headers (the signature travels here)."""
+        ...
+
+    async def respond(self, data: bytes) -> None:
+        """Answer the requester."""
+        ...
+
+
+class InboundDelivery(Protocol):
+    """A message pulled from the agent's work queue."""
+
+    @property
+    def data(self) -> bytes:
+        """The message body (what the signature covers)."""
+        ...
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        """The message headers (the signature travels here)."""
+        ...
+
+    async def ack(self) -> None:
+        """Tell the queue this message is dealt with (it is not delivered again)."""
+        ...
+
+
+class PullSubscription(Protocol):
+    """A bound pull consumer: ``fetch`` long-polls for up to ``batch`` messages and raises
+    ``TimeoutError`` when none came in ``timeout`` seconds."""
+
+    async def fetch(self, batch: int = 1, timeout: float | None = 5) -> Sequence[InboundDelivery]:
+        """The next messages, at most ``batch``."""
+        ...
+
+
+RequestHandler = Callable[[InboundRequest], Awaitable[None]]
+
+
+class AgentTransport(Protocol):
+    """The messaging the agent service uses (``adapters.nats.bus.NatsBus`` fits)."""
+
+    @property
+    def is_connected(self) -> bool:
+        """True while the connection is up."""
+        ...
+
+    async def start(
+        self,
+        servers: str | Sequence[str],
+        name: str,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        inbox_prefix: str | None = None,
+    ) -> None:
+        """Connect; raises when no server accepts the connection in time."""
+        ...
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Drain and close."""
+        ...
+
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> None:
+        """Core publish (at most once)."""
+        ...
+
+    async def subscribe(self, subject: str, handler: RequestHandler, queue: str | None = None) -> object:
+        """Call ``handler`` for each message on ``subject``, one at a time."""
+        ...
+
+    async def flush(self, timeout: float = 2.0) -> None:
+        """Wait until the server has seen everything sent so far."""
+        ...
+
+    async def js_publish(
+        self, subject: str, payload: bytes, msg_id: str, headers: dict[str, str] | None = None,
+        timeout: float = 5.0,
+    ) -> int:
+        """Publish into a stream, de-duplicated by ``msg_id``; raises when not acknowledged."""
+        ...
+
+    async def pull_subscription(self, stream: str, durable: str) -> PullSubscription:
+        """Bind to an existing durable pull consumer."""
+        ...
+
+    def add_error_listener(self, listener: Callable[[Exception], None]) -> None:
+        """Have ``listener`` called with every connection error the client reports."""
+        ...

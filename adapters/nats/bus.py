@@ -98,6 +98,7 @@ class NatsBus:
         # start() names them when it gives up.
         self._seen_errors: dict[str, None] = {}
         self._stopping = False
+        self._error_listeners: list[Callable[[Exception], None]] = []
 
     @property
     def is_connected(self) -> bool:
@@ -371,6 +372,17 @@ class NatsBus:
             self._seen_errors[text] = None
         log.log(logging.WARNING if first else logging.DEBUG, "nats error",
                 extra={"connection": self._name, "error": text})
+        for listener in tuple(self._error_listeners):
+            try:
+                listener(exc)
+            except Exception:
+                log.exception("nats error listener failed", extra={"connection": self._name})
+
+    def add_error_listener(self, listener: Callable[[Exception], None]) -> None:
+        """Have ``listener`` called (synchronously, in the event loop) with every error the
+        connection reports, e.g. an agent's own ``Authorization Violation`` once the server
+        revoked its user; a listener that raises is logged and kept."""
+        self._error_listeners.append(listener)
 
     async def _on_disconnected(self) -> None:
         level = logging.INFO if self._stopping else logging.WARNING  # expected when we close
