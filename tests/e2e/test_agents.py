@@ -1,0 +1,240 @@
+"""External workers end to end: the real server, and `shoal agent` processes registered
+and run through the CLI, over the server's embedded nats-server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.agents import AgentProcess
+from tests.e2e.server import SHOAL, ServerProcess
+from tests.e2e.tasks_support import log, script, step, wait_step, wait_task
+from tests.helpers import rid
+
+pytestmark = pytest.mark.e2e
+
+BUILT_IN = "built-in worker"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path / "server").start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def agents(server: ServerProcess, tmp_path: Path) -> Iterator[Any]:
+    """Make agents in a pool of their own; all are stopped at the end."""
+    made: list[AgentProcess] = []
+
+    def make(pool: str, style: str = "polling", *extra: str, name: str | None = None) -> AgentProcess:
+        name = name or rid(f"{style}-agent")
+        agent = AgentProcess(server, tmp_path / name, name, [pool], style, *extra)
+        agent.register()
+        made.append(agent)
+        return agent
+
+    yield make
+    for agent in made:
+        agent.stop()
+
+
+def new_pool(c: httpx.Client) -> str:
+    name = rid("agents")
+    assert c.post("/api/worker-pools", json={"name": name}).status_code == 201
+    return name
+
+
+def test_steps_run_on_the_pool_agents_and_spread_over_them(server: ServerProcess, agents: Any) -> None:
+    with server.client() as c:
+        pool = new_pool(c)
+        started = [agents(pool, "listening").start(), agents(pool, "listening").start(),
+                   agents(pool, "polling").start()]
+        ids = [script(c, 'sleep 0.3; echo "on $SHOAL_WORKER_NAME in $SHOAL_WORKER_POOL"; '
+                         'echo oops >&2; exit 0', worker_pool_id=pool)["id"] for _ in range(6)]
+        done = [wait_task(c, tid, timeout=30) for tid in ids]
+        texts = [log(c, tid) for tid in ids]
+    names = {a.name for a in started}
+    used = {d["steps"][0]["worker_name"] for d in done}
+    assert all(d["state"] == "success" for d in done), done
+    assert used <= names and len(used) >= 2, used
+    for d, text in zip(done, texts, strict=True):
+        assert f"on {d['steps'][0]['worker_name']} in {pool}" in text
+        assert "oops" in text and d["steps"][0]["exit_code"] == 0
+        assert d["steps"][0]["worker_id"] is not None
+
+
+def test_exit_codes_and_failures_come_back_from_the_agent(server: ServerProcess, agents: Any) -> None:
+    with server.client() as c:
+        pool = new_pool(c)
+        agents(pool, "listening").start()
+        t = wait_task(c, script(c, "echo before; exit 7", worker_pool_id=pool)["id"], timeout=30)
+    s = t["steps"][0]
+    assert (t["state"], s["state"], s["exit_code"]) == ("failed", "failed", 7)
+
+
+def test_a_polling_agent_that_was_away_picks_up_the_work_queued_meanwhile(
+    server: ServerProcess, agents: Any
+) -> None:
+    with server.client() as c:
+        pool = new_pool(c)
+        agent = agents(pool, "polling").start()
+        assert agent.stop() == 0
+        agent.wait_online(online=False, timeout=15)
+        tid = script(c, "echo picked up", worker_pool_id=pool)["id"]
+        waiting = wait_step(c, tid, "Run script", ("waiting",))
+        assert pool in step(waiting, "Run script")["reason"]
+        agent.start()
+        t = wait_task(c, tid, timeout=30)
+        assert t["state"] == "success" and "picked up" in log(c, tid)
+
+
+def test_an_agent_killed_mid_step_fails_the_step_as_lost_within_10s(
+    server: ServerProcess, agents: Any
+) -> None:
+    with server.client() as c:
+        pool = new_pool(c)
+        agent = agents(pool, "listening").start()
+        tid = script(c, "echo started; sleep 120", worker_pool_id=pool)["id"]
+        deadline = time.monotonic() + 20
+        while "started" not in log(c, tid):
+            assert time.monotonic() < deadline, log(c, tid)
+            time.sleep(0.05)
+        agent.kill()
+        killed_at = time.monotonic()
+        t = wait_task(c, tid, timeout=20)
+        took = time.monotonic() - killed_at
+    s = t["steps"][0]
+    assert t["state"] == "failed" and s["state"] == "failed", t
+    assert "worker lost" in s["reason"], s
+    assert took <= 10.0, f"loss noticed after {took:.1f}s"
+
+
+def test_work_carries_on_after_the_nats_server_restarts(server: ServerProcess, agents: Any) -> None:
+    with server.client() as c:
+        pool = new_pool(c)
+        agents(pool, "polling").start()
+        agents(pool, "listening").start()
+        pid = int((server.data_dir / "nats" / "nats-server.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        # The server restarts its nats-server on the same port; everyone reconnects.
+        ids = [script(c, "echo after restart", worker_pool_id=pool)["id"] for _ in range(4)]
+        done = [wait_task(c, tid, timeout=40) for tid in ids]
+    assert all(d["state"] == "success" for d in done), done
+
+
+def test_a_result_reported_while_the_server_was_down_is_recorded_after_its_restart(
+    server: ServerProcess, agents: Any
+) -> None:
+    with server.client() as c:
+        pool = new_pool(c)
+        agent = agents(pool, "polling").start()
+        tid = script(c, "echo begun; sleep 2; echo finished-while-away", worker_pool_id=pool)["id"]
+        wait_step(c, tid, "Run script", ("running",))
+    server.crash()
+    time.sleep(3)  # the step ends while no server listens; its reports wait in JetStream
+    server.start()
+    with server.client() as c:
+        t = wait_task(c, tid, timeout=30)
+        text = log(c, tid)
+    assert t["state"] == "success", t
+    assert "finished-while-away" in text
+    assert t["steps"][0]["worker_name"] == agent.name
+
+
+def test_deleting_the_worker_makes_its_agent_exit_by_itself(server: ServerProcess, agents: Any) -> None:
+    with server.client() as c:
+        pool = new_pool(c)
+        agent = agents(pool, "listening").start()
+        assert c.delete(f"/api/workers/{agent.worker_id}").status_code == 204
+    code = agent.wait_exit(15)
+    assert code == 3
+    assert "revoked" in agent.output()
+
+
+def test_deregister_worker_removes_it_without_an_api_key(server: ServerProcess, agents: Any) -> None:
+    with server.client() as c:
+        pool = new_pool(c)
+        agent = agents(pool, "polling")
+        done = subprocess.run([SHOAL, "agent", "deregister-worker", "--home", str(agent.home)],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert c.get(f"/api/workers/{agent.worker_id}").status_code == 404
+        deregistered = [e for e in c.get("/api/events", params={"type": "Worker.Deregistered"})
+                        .json()["items"] if e["aggregate_id"] == agent.worker_id]
+    assert deregistered and deregistered[0]["actor"]["kind"] == "agent"
+
+
+def test_once_the_default_pool_has_an_agent_the_built_in_worker_is_retired(
+    server: ServerProcess, agents: Any
+) -> None:
+    with server.client() as c:
+        default = next(p for p in c.get("/api/worker-pools").json()["items"] if p["is_default"])
+        agent = agents(default["name"], "listening").start()
+        t = wait_task(c, script(c, "echo where")["id"], timeout=30)
+        assert t["steps"][0]["worker_name"] == agent.name != BUILT_IN
+        assert c.delete(f"/api/workers/{agent.worker_id}").status_code == 204
+        back = wait_task(c, script(c, "echo home")["id"], timeout=30)
+    assert back["steps"][0]["worker_name"] == BUILT_IN
+
+
+def test_cancel_stops_the_step_on_the_agent(server: ServerProcess, agents: Any) -> None:
+    with server.client() as c:
+        pool = new_pool(c)
+        agents(pool, "listening").start()
+        marker = rid("cancel-marker")
+        tid = script(c, f"echo go; sleep 300 # {marker}", worker_pool_id=pool)["id"]
+        wait_step(c, tid, "Run script", ("running",))
+        assert c.post(f"/api/tasks/{tid}/cancel").status_code == 200
+        t = wait_task(c, tid, timeout=20)
+    assert t["state"] == "cancelled" and t["steps"][0]["state"] == "cancelled", t
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
+    assert left.strip() == "", f"the step's processes outlived the cancel: {left}"
+
+
+def test_capacity_limits_what_one_agent_runs_at_once(server: ServerProcess, agents: Any) -> None:
+    with server.client() as c:
+        pool = new_pool(c)
+        agents(pool, "polling", "--capacity", "2").start()
+        ids = [script(c, "date +%s.%N; sleep 0.6; date +%s.%N", worker_pool_id=pool)["id"]
+               for _ in range(4)]
+        done = [wait_task(c, tid, timeout=40) for tid in ids]
+        spans = []
+        for tid in ids:
+            lines = [ln.rsplit(" ", 1)[-1] for ln in log(c, tid).splitlines()
+                     if ln.rsplit(" ", 1)[-1].replace(".", "").isdigit()]
+            spans.append((float(lines[0]), float(lines[1])))
+    assert all(d["state"] == "success" for d in done)
+    for t0, _ in spans:
+        overlapping = sum(1 for a, b in spans if a <= t0 < b)
+        assert overlapping <= 2, spans
+
+
+def test_agent_cli_errors(server: ServerProcess, tmp_path: Path) -> None:
+    def register(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [SHOAL, "agent", "register-worker", "--name", rid("cli"), "--comms-style", "polling",
+             "--home", str(tmp_path / rid("home")), *args],
+            capture_output=True, text=True, timeout=30,
+        )
+
+    wrong_key = register("--server", server.url, "--api-key", "shoal_nope", "--worker-pool", "x")
+    assert wrong_key.returncode == 3 and len(wrong_key.stderr.strip().splitlines()) == 1
+    unknown = register("--server", server.url, "--api-key", server.admin_key,
+                       "--worker-pool", "No Such Pool")
+    assert unknown.returncode == 2 and "No Such Pool" in unknown.stderr
+    gone = register("--server", "http://127.0.0.1:9", "--api-key", "k", "--worker-pool", "x")
+    assert gone.returncode == 3 and "127.0.0.1:9" in gone.stderr
+    with server.client() as c:
+        assert c.get("/api/workers", params={"name": "cli"}).json()["total"] == 0
