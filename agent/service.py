@@ -27,20 +27,18 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from agent.execution import Execution, GaveUp, ReportSender
 from agent.health import run_health_check
 from agent.home import Registration
 from agent.ports import (
     AgentTransport,
     InboundDelivery,
     InboundRequest,
-    LogLine,
-    StepRequest,
     StepRunner,
 )
 from domain.messages import (
@@ -51,8 +49,6 @@ from domain.messages import (
     HealthCheck,
     Heartbeat,
     ProtocolError,
-    Report,
-    ReportKind,
     decode_instruction,
     encode,
 )
@@ -111,18 +107,6 @@ class AgentConfig:
     clock: Callable[[], float] = time.time
 
 
-class _GaveUp(Exception):
-    """Reports can no longer be delivered (stop grace over, or credentials revoked)."""
-
-
-@dataclass
-class _Execution:
-    step: ExecStep
-    cancel: asyncio.Event = field(default_factory=asyncio.Event)
-    reason: str = ""  # why the agent itself cancelled it
-    seq: int = 0
-
-
 class AgentService:
     """Serves one registration: takes signed instructions, runs steps, reports back."""
 
@@ -144,13 +128,17 @@ class AgentService:
         self._runner = runner
         self._config = config
         self._subjects = subjects
-        self._running: dict[StepKey, _Execution] = {}
+        self._running: dict[StepKey, Execution] = {}
         self._seen: OrderedDict[StepKey, None] = OrderedDict()
         self._steps: set[asyncio.Task[None]] = set()
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._accepting = False
         self._slot_free = asyncio.Event()
         self._give_up = asyncio.Event()
+        self._sender = ReportSender(
+            bus, subjects.reports, self._give_up, timeout=config.report_timeout,
+            retry_initial=config.retry_initial, retry_max=config.retry_max,
+        )
         self._revoked = asyncio.Event()
         self._violations = 0
 
@@ -276,7 +264,7 @@ class AgentService:
         self._seen[step.key] = None
         while len(self._seen) > self._config.remember_keys:
             self._seen.popitem(last=False)
-        execution = _Execution(step)
+        execution = Execution(step, self.registration.worker_id, self._sender)
         self._running[step.key] = execution
         task = asyncio.create_task(self._execute(execution), name=f"step {step.task_id}/{step.step}")
         self._steps.add(task)
@@ -370,88 +358,25 @@ class AgentService:
 
     # -- running a step -------------------------------------------------------------
 
-    async def _execute(self, execution: _Execution) -> None:
+    async def _execute(self, execution: Execution) -> None:
         step = execution.step
         extra = self._fields(task_id=step.task_id, step=step.step, assignment=step.assignment)
+        env = {"SHOAL_TASK_ID": step.task_id, "SHOAL_STEP_NAME": step.step, **self._worker_env(), **step.env}
         try:
-            await self._run_step(execution)
-        except _GaveUp:
+            result = await execution.run(self._runner, env, self._config.work_root,
+                                         self._config.log_chunk_bytes)
+            if result is not None:
+                log.info("step finished", extra={
+                    **extra, "outcome": result.outcome, "exit_code": result.exit_code})
+        except GaveUp:
             log.warning("step reports abandoned", extra=extra)
         except Exception as exc:
             log.exception("step failed inside the agent", extra=extra)
-            with contextlib.suppress(_GaveUp):
-                await self._report(execution, "finished", outcome="failed", reason=f"agent error: {exc!r}")
+            with contextlib.suppress(GaveUp):
+                await execution.report("finished", outcome="failed", reason=f"agent error: {exc!r}")
         finally:
             self._running.pop(step.key, None)
             self._slot_free.set()
-
-    async def _run_step(self, execution: _Execution) -> None:
-        step = execution.step
-        env = {
-            "SHOAL_TASK_ID": step.task_id, "SHOAL_STEP_NAME": step.step, **self._worker_env(),
-            **step.env,
-        }
-        try:
-            if step.packages:
-                raise ValueError("this agent cannot fetch packages yet")
-            request = StepRequest(
-                task_id=step.task_id, step_name=step.step, syntax=step.syntax, script=step.script,
-                env=env, work_root=self._config.work_root, timeout_s=step.timeout_s,
-                max_log_bytes=step.max_log_bytes,
-            )
-        except ValueError as exc:
-            await self._report(execution, "log", lines=((_iso_now(), "system", str(exc)),))
-            await self._report(execution, "finished", outcome="failed", reason=str(exc))
-            return
-
-        async def started(pid: int) -> None:
-            await self._report(execution, "started", pid=pid)
-
-        async def sink(lines: Sequence[LogLine]) -> None:
-            for chunk in _chunks(lines, self._config.log_chunk_bytes):
-                await self._report(execution, "log", lines=chunk)
-
-        result = await self._runner.run(request, sink, execution.cancel, started)
-        reason = execution.reason if result.outcome == "cancelled" and execution.reason else result.reason
-        await self._report(execution, "finished", outcome=result.outcome, exit_code=result.exit_code,
-                           reason=reason)
-        log.info("step finished", extra=self._fields(
-            task_id=step.task_id, step=step.step, assignment=step.assignment, outcome=result.outcome,
-            exit_code=result.exit_code))
-
-    async def _report(self, execution: _Execution, kind: ReportKind, **fields: Any) -> None:
-        step = execution.step
-        report = Report(
-            worker_id=self.registration.worker_id, task_id=step.task_id, step=step.step,
-            assignment=step.assignment, kind=kind, seq=execution.seq, **fields,
-        )
-        execution.seq += 1
-        await self._deliver(report)
-
-    async def _deliver(self, report: Report) -> None:
-        """Publish until JetStream acknowledges (same message id each time)."""
-        cfg = self._config
-        payload, msg_id = encode(report), report.message_id()
-        delay, failures = cfg.retry_initial, 0
-        while not self._give_up.is_set():
-            try:
-                await self._bus.js_publish(
-                    self._subjects.reports, payload, msg_id, timeout=cfg.report_timeout)
-            except Exception as exc:
-                failures += 1
-                if failures == 1:
-                    log.warning("report not delivered; retrying", extra=self._fields(
-                        report=msg_id, kind=report.kind, error=str(exc)))
-            else:
-                if failures:
-                    log.info("report delivered after retrying", extra=self._fields(
-                        report=msg_id, attempts=failures + 1))
-                return
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._give_up.wait()
-            delay = min(delay * 2, cfg.retry_max)
-        raise _GaveUp(msg_id)
 
     # -- revocation -----------------------------------------------------------------
 
@@ -471,23 +396,3 @@ class AgentService:
             execution.reason = execution.reason or CREDENTIALS_REVOKED
             execution.cancel.set()
 
-
-def _iso_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _chunks(lines: Sequence[LogLine], limit: int) -> Iterator[tuple[tuple[str, str, str], ...]]:
-    """Log lines as ``[iso, stream, text]`` triples, in runs of at most ``limit`` bytes
-    of text (one NATS message must stay below the server's max payload)."""
-    chunk: list[tuple[str, str, str]] = []
-    size = 0
-    for line in lines:
-        item = (line.at.astimezone(UTC).isoformat(timespec="milliseconds"), line.stream, line.text)
-        cost = len(line.text.encode("utf-8", "surrogateescape")) + 64
-        if chunk and size + cost > limit:
-            yield tuple(chunk)
-            chunk, size = [], 0
-        chunk.append(item)
-        size += cost
-    if chunk:
-        yield tuple(chunk)

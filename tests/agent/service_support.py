@@ -148,7 +148,7 @@ class Env:
 
     async def work_queue_empty(self) -> bool:
         info = await self.bus.jetstream().consumer_info(WORK_STREAM, work_consumer(WORKER))
-        return info.num_pending == 0 and info.num_ack_pending == 0
+        return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
 
 def _same(report: Report, step: ExecStep) -> bool:

@@ -66,7 +66,7 @@ def test_heartbeats_count_running_steps(tmp_path: Path) -> None:
             await env.bus.subscribe(heartbeat(WORKER), note)
             await env.start_agent()
             await eventually(lambda: 0 in beats, what="an idle heartbeat")
-            step = exec_step("sleep 30")
+            step = exec_step("exec sleep 30")
             assert (await env.exec(step)).accepted
             await eventually(lambda: beats[-1] == 1, what="a heartbeat with the step running")
             assert (await env.cancel(step)) == {"ok": True}
@@ -162,12 +162,13 @@ def test_listening_replay_is_answered_without_a_second_run(tmp_path: Path) -> No
     async def body() -> None:
         async with agent_env(tmp_path, capacity=1) as env:
             await env.start_agent()
-            step = exec_step(f"echo run >> {runs}; sleep 30")
+            step = exec_step(f"echo run >> {runs}; echo ready; exec sleep 30")
             assert (await env.exec(step)).accepted
             again = await env.exec(step)
             # Not "at capacity": the agent knows this one, and it runs already.
             assert again.accepted and again.reason == "already accepted"
             assert env.agent.service.running == 1
+            await env.read_reports(lambda rs: any(t == "ready" for r in rs for _, _, t in r.lines))
             await env.cancel(step)
             await env.finished(step)
 
@@ -179,7 +180,7 @@ def test_a_full_listening_agent_refuses_more_work_and_cancel_frees_it(tmp_path: 
     async def body() -> None:
         async with agent_env(tmp_path, capacity=1) as env:
             await env.start_agent()
-            first = exec_step("sleep 30", task="first")
+            first = exec_step("exec sleep 30", task="first")
             assert (await env.exec(first)).accepted
             second = exec_step("true", task="second")
             refused = await env.exec(second)
@@ -225,8 +226,12 @@ def test_a_forged_health_check_is_refused(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_reports_survive_a_nats_restart_mid_step(tmp_path: Path) -> None:
+def test_reports_survive_a_nats_restart_mid_step(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     go = tmp_path / "go"
+
+    def retried() -> bool:
+        return any(r.getMessage() == "report not delivered; retrying" for r in caplog.records)
 
     async def body() -> None:
         async with agent_env(tmp_path / "probe") as probe:
@@ -238,7 +243,7 @@ def test_reports_survive_a_nats_restart_mid_step(tmp_path: Path) -> None:
             await env.read_reports(lambda rs: any(t == "before" for r in rs for _, _, t in r.lines))
             await env.nats.stop()
             go.touch()  # the step ends while NATS is down: "after" and "finished" must wait
-            await eventually(lambda: env.agent.service.running == 0 or not env.bus.is_connected)
+            await eventually(retried, what="a report to fail while NATS is down")
             await env.nats.start()
             got = await env.finished(step, timeout=10.0)
             assert [r.seq for r in got] == list(range(len(got)))
@@ -253,7 +258,7 @@ def test_stop_cancels_running_steps_with_a_reason(tmp_path: Path) -> None:
     async def body() -> Env:
         async with agent_env(tmp_path) as env:
             await env.start_agent()
-            step = exec_step("sleep 30")
+            step = exec_step("exec sleep 30")
             assert (await env.exec(step)).accepted
             await env.read_reports(lambda rs: any(r.kind == "started" for r in rs))
             await env.agent.service.stop(grace=5.0)
@@ -271,7 +276,7 @@ def test_revoked_credentials_end_the_agent(tmp_path: Path) -> None:
     async def body() -> None:
         async with agent_env(tmp_path) as env:
             await env.start_agent()
-            step = exec_step("sleep 30")
+            step = exec_step("exec sleep 30")
             assert (await env.exec(step)).accepted
             await env.read_reports(lambda rs: any(r.kind == "started" for r in rs))
             (tmp_path / "nats" / "accounts.conf").write_text(accounts({}))
