@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 from uuid import UUID
 
 import nats.errors
@@ -55,6 +56,7 @@ class ReportIntake:
         self.bus = bus
         self.on_changed = on_changed
         self._task: asyncio.Task[None] | None = None
+        self._sub: Any = None
         self._stopping = False
 
     async def start(self) -> None:
@@ -72,21 +74,25 @@ class ReportIntake:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._sub is not None:
+            # A pull subscription left open makes the bus's drain wait for its timeout.
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
 
     async def _follow(self) -> None:
-        sub = None
         while not self._stopping:
             try:
-                if sub is None:
-                    sub = await self.bus.pull_subscription(subjects.REPORTS_STREAM, CONSUMER)
-                msgs = await sub.fetch(BATCH, timeout=1.0)
+                if self._sub is None:
+                    self._sub = await self.bus.pull_subscription(subjects.REPORTS_STREAM, CONSUMER)
+                msgs = await self._sub.fetch(BATCH, timeout=1.0)
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # reconnecting NATS, a consumer being recreated...
                 log.warning("cannot fetch reports; retrying", extra={"error": repr(exc)})
-                sub = None
+                self._sub = None
                 await asyncio.sleep(0.5)
                 continue
             await self.handle(msgs)

@@ -16,7 +16,7 @@ import pytest
 
 from tests.e2e.agents import AgentProcess
 from tests.e2e.server import SHOAL, ServerProcess
-from tests.e2e.tasks_support import log, script, step, wait_step, wait_task
+from tests.e2e.tasks_support import lines_of, log, script, step, wait_step, wait_task
 from tests.helpers import rid
 
 pytestmark = pytest.mark.e2e
@@ -106,15 +106,18 @@ def test_an_agent_killed_mid_step_fails_the_step_as_lost_within_10s(
     with server.client() as c:
         pool = new_pool(c)
         agent = agents(pool, "listening").start()
-        tid = script(c, "echo started; sleep 120", worker_pool_id=pool)["id"]
+        marker = rid("lost-marker")
+        tid = script(c, f"echo begun; sleep 120 # {marker}", worker_pool_id=pool)["id"]
+        wait_step(c, tid, "Run script", ("running",))
         deadline = time.monotonic() + 20
-        while "started" not in log(c, tid):
+        while "begun" not in lines_of(log(c, tid), "Run script"):
             assert time.monotonic() < deadline, log(c, tid)
             time.sleep(0.05)
         agent.kill()
         killed_at = time.monotonic()
         t = wait_task(c, tid, timeout=20)
         took = time.monotonic() - killed_at
+    subprocess.run(["pkill", "-f", marker], check=False)  # the dead agent's orphan
     s = t["steps"][0]
     assert t["state"] == "failed" and s["state"] == "failed", t
     assert "worker lost" in s["reason"], s
