@@ -31,9 +31,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from builtin import pct, pickup_latencies, start_server  # noqa: E402
+from builtin import pct, pickup_latencies, start_server
 
-from adapters.nats import EmbeddedNats, EmbeddedNatsConfig, NatsBus  # noqa: E402
+from adapters.nats import EmbeddedNats, EmbeddedNatsConfig, NatsBus
 
 SHOAL = str(Path(sys.executable).with_name("shoal"))
 
