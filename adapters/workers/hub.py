@@ -19,6 +19,7 @@ from adapters.nats import subjects
 from adapters.nats.access import AgentAccess, new_secret
 from adapters.nats.bus import NatsBus
 from adapters.workers.gateway import WorkerGateway
+from adapters.workers.health import AgentHealthRunner, HealthChecker
 from adapters.workers.heartbeats import HeartbeatMonitor
 from adapters.workers.reports import ReportIntake
 from domain.actors import Actor, ActorKind
@@ -74,6 +75,11 @@ class WorkerHub:
         self._load_lock = threading.Lock()
         self.monitor = HeartbeatMonitor(app, views, bus, actor, self._changed)
         self.intake = ReportIntake(app, bus, self._changed)
+        agents = AgentHealthRunner(self.gateway)
+        self.health = HealthChecker(
+            app, views, watch, {style: agents for style in AGENT_STYLES}, actor, self.revoke,
+            is_alive=self.monitor.is_alive,
+        )
 
     def count(self, worker_id: UUID, delta: int) -> None:
         """Note a step given to (+1) or ended on (-1) a worker by this node."""
@@ -109,9 +115,11 @@ class WorkerHub:
         await self.bus.subscribe(subjects.CONTROL_SUBJECTS, self._on_control)
         await self.monitor.start()
         await self.intake.start()
+        await self.health.start()
 
     async def stop(self) -> None:
-        """Stop the monitor and the intake (the bus is closed by the container)."""
+        """Stop health checks, the monitor and the intake (the bus is closed by the container)."""
+        await self.health.stop()
         await self.intake.stop()
         await self.monitor.stop()
 

@@ -205,3 +205,36 @@ async def delete(worker_id: str, app: App, container: Container, actor: CanConfi
     await asyncio.to_thread(wait_for, container, position)
     await container.hub.revoke(wid)
     return Response(status_code=204, headers=position_header(position))
+
+
+class HealthCheckOut(BaseModel):
+    """The outcome of a health check run on demand."""
+
+    worker_id: str
+    status: HealthStatus
+    detail: str
+    checked_at: str
+    recorded: bool = Field(
+        description="False when the worker did not answer and its machine policy says it may be "
+        "offline: then its health stays as it was"
+    )
+
+
+@router.post("/{worker_id}/health-check", response_model=HealthCheckOut)
+async def health_check(
+    worker_id: str, container: Container, actor: CanConfigure, response: Response
+) -> HealthCheckOut:
+    """Run the worker's machine-policy health script now and answer with its outcome
+    (healthy, has_warnings, unhealthy; unavailable when the agent does not answer),
+    recorded as the worker's health. CONTRACT.md says this creates a task; we answer with
+    the check's result directly instead (a check is short and has no log worth keeping
+    beyond its detail). 404 for an unknown worker, 409 for an SSH worker (not supported
+    yet)."""
+    result = await container.hub.health.check_now(parse_id(worker_id, "worker"), actor)
+    if result.position is not None:
+        await asyncio.to_thread(wait_for, container, result.position)
+        response.headers.update(position_header(result.position))
+    return HealthCheckOut(
+        worker_id=str(result.worker_id), status=result.status, detail=result.detail,
+        checked_at=result.checked_at.isoformat(), recorded=result.recorded,
+    )
