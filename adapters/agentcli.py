@@ -203,11 +203,12 @@ def run_agent(args: argparse.Namespace) -> int:
     """Serve as the registered worker until SIGINT/SIGTERM (0) or revocation (3)."""
     from adapters import logs, remote
     from adapters.bootstrap import build_agent
-    from agent.home import HomeError
+    from agent.home import HomeError, lock_home
     from domain.signing import SigningError
 
     try:
         container = build_agent(_home(args))
+        lock_home(container.home)  # held until this process exits
     except HomeError as exc:
         remote.fail(str(exc), EXIT_USAGE)
     except (ValueError, SigningError) as exc:

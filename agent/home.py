@@ -6,6 +6,7 @@ step working folders."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -72,6 +73,20 @@ def load_registration(home: Path) -> Registration:
         raise HomeError(f"{path} does not exist: run `shoal agent register-worker` first") from None
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise HomeError(f"{path} cannot be read: {exc}") from None
+
+
+def lock_home(home: Path) -> int:
+    """Hold the home folder for this process (released when it exits): two agents on
+    one home would share a worker identity and kill each other's steps. Returns the
+    lock's file descriptor; HomeError when another agent holds it."""
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home / "agent.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise HomeError(f"another agent is running with the home folder {home}") from None
+    return fd
 
 
 def forget_registration(home: Path) -> None:

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from agent.execution import Execution, GaveUp, ReportSender
 from agent.health import run_health_check
 from agent.home import Registration
+from agent.leftovers import clean_work_root
 from agent.ports import (
     AgentTransport,
     InboundDelivery,
@@ -157,6 +158,8 @@ class AgentService:
         start the heartbeats (and, for a polling agent, the work-queue loop). Raises the
         transport's error when NATS cannot be reached."""
         reg = self.registration
+        # Steps a crashed earlier run left behind would otherwise keep running unseen.
+        await asyncio.to_thread(clean_work_root, self._config.work_root)
         await self._bus.start(
             list(reg.nats_urls), f"shoal-agent-{reg.name}", user=reg.nats_user,
             password=reg.nats_password, inbox_prefix=reg.inbox_prefix,

@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 from pathlib import Path
+
+from agent.leftovers import remove_leftover_folders
+
+__all__ = ["kill_step_processes", "remove_leftover_folders"]
 
 log = logging.getLogger("shoal.dispatch")
 
@@ -40,17 +43,3 @@ def kill_step_processes(pgid: int, task_id: str) -> int:
         log.info("killed orphaned step processes", extra={"task_id": task_id, "pgid": pgid,
                                                           "count": killed})
     return killed
-
-
-def remove_leftover_folders(work_root: Path) -> int:
-    """Remove step folders a crash left under ``work_root`` (the executor makes them as
-    ``step-*``); call only when no step runs. Returns how many were removed."""
-    if not work_root.is_dir():
-        return 0
-    removed = 0
-    for folder in work_root.glob("step-*"):
-        shutil.rmtree(folder, ignore_errors=True)
-        removed += not folder.exists()
-    if removed:
-        log.info("removed step folders left by a crash", extra={"count": removed})
-    return removed

@@ -4,6 +4,7 @@ and run through the CLI, over the server's embedded nats-server."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import time
@@ -48,6 +49,11 @@ def agents(server: ServerProcess, tmp_path: Path) -> Iterator[Any]:
     yield make
     for agent in made:
         agent.stop()
+
+
+def unique_sleep(seconds: int) -> str:
+    """A sleep command line no other process has, for pgrep to find."""
+    return f"sleep {seconds}.{random.randrange(10**8):08d}"
 
 
 def new_pool(c: httpx.Client) -> str:
@@ -106,8 +112,8 @@ def test_an_agent_killed_mid_step_fails_the_step_as_lost_within_10s(
     with server.client() as c:
         pool = new_pool(c)
         agent = agents(pool, "listening").start()
-        marker = rid("lost-marker")
-        tid = script(c, f"echo begun; sleep 120 # {marker}", worker_pool_id=pool)["id"]
+        marker = unique_sleep(120)
+        tid = script(c, f"echo begun; {marker}", worker_pool_id=pool)["id"]
         wait_step(c, tid, "Run script", ("running",))
         deadline = time.monotonic() + 20
         while "begun" not in lines_of(log(c, tid), "Run script"):
@@ -117,11 +123,24 @@ def test_an_agent_killed_mid_step_fails_the_step_as_lost_within_10s(
         killed_at = time.monotonic()
         t = wait_task(c, tid, timeout=20)
         took = time.monotonic() - killed_at
-    subprocess.run(["pkill", "-f", marker], check=False)  # the dead agent's orphan
     s = t["steps"][0]
     assert t["state"] == "failed" and s["state"] == "failed", t
     assert "worker lost" in s["reason"], s
     assert took <= 10.0, f"loss noticed after {took:.1f}s"
+    # The step's process outlived its agent; the agent's next start ends it.
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0
+    agent.start()
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1
+    assert not list((agent.home / "work").glob("step-*"))
+
+
+def test_a_second_agent_on_the_same_home_is_refused(server: ServerProcess, agents: Any) -> None:
+    with server.client() as c:
+        agent = agents(new_pool(c), "polling").start()
+    second = subprocess.run([SHOAL, "agent", "run", "--home", str(agent.home)],
+                            capture_output=True, text=True, timeout=30)
+    assert second.returncode == 2
+    assert "another agent is running" in second.stderr and len(second.stderr.splitlines()) == 1
 
 
 def test_work_carries_on_after_the_nats_server_restarts(server: ServerProcess, agents: Any) -> None:
@@ -196,8 +215,8 @@ def test_cancel_stops_the_step_on_the_agent(server: ServerProcess, agents: Any) 
     with server.client() as c:
         pool = new_pool(c)
         agents(pool, "listening").start()
-        marker = rid("cancel-marker")
-        tid = script(c, f"echo go; sleep 300 # {marker}", worker_pool_id=pool)["id"]
+        marker = unique_sleep(300)
+        tid = script(c, f"echo go; {marker}", worker_pool_id=pool)["id"]
         wait_step(c, tid, "Run script", ("running",))
         assert c.post(f"/api/tasks/{tid}/cancel").status_code == 200
         t = wait_task(c, tid, timeout=20)
