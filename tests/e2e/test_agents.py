@@ -260,3 +260,35 @@ def test_agent_cli_errors(server: ServerProcess, tmp_path: Path) -> None:
     assert gone.returncode == 3 and "127.0.0.1:9" in gone.stderr
     with server.client() as c:
         assert c.get("/api/workers", params={"name": "cli"}).json()["total"] == 0
+
+
+def test_a_step_its_lost_agent_never_started_goes_to_another_agent_and_runs_once(
+    server: ServerProcess, agents: Any
+) -> None:
+    with server.client() as c:
+        pool = new_pool(c)
+        busy = agents(pool, "polling", "--capacity", "1").start()
+        frozen = agents(pool, "polling", "--capacity", "1").start()
+        # Keep `busy` occupied so the next step can only go to `frozen`...
+        c.patch(f"/api/workers/{frozen.worker_id}", json={"is_disabled": True}).raise_for_status()
+        blocker = script(c, "sleep 9", worker_pool_id=pool)["id"]
+        first = wait_step(c, blocker, "Run script", ("running",))
+        assert step(first, "Run script")["worker_name"] == busy.name
+        c.patch(f"/api/workers/{frozen.worker_id}", json={"is_disabled": False}).raise_for_status()
+        assert frozen.proc is not None
+        frozen.proc.send_signal(signal.SIGSTOP)  # ...which stops pulling and heartbeating
+        try:
+            tid = script(c, "echo ran-once", worker_pool_id=pool)["id"]
+            assigned = wait_step(c, tid, "Run script", ("assigned",))
+            assert step(assigned, "Run script")["worker_name"] == frozen.name
+            t = wait_task(c, tid, timeout=40)
+        finally:
+            frozen.proc.send_signal(signal.SIGCONT)
+        frozen.wait_online(timeout=20)
+        time.sleep(1)  # room for a withdrawn instruction to run, were it not withdrawn
+        text = log(c, tid)
+        requeued = [e for e in c.get("/api/events", params={"type": "Task.StepRequeued"}).json()
+                    ["items"] if e["aggregate_id"] == tid]
+    assert t["state"] == "success" and t["steps"][0]["worker_name"] == busy.name, t
+    assert requeued and "worker lost" in requeued[0]["data"]["reason"]
+    assert lines_of(text, "Run script").count("ran-once") == 1, text
