@@ -3,8 +3,11 @@
 The policy's bash script runs through the step executor in a folder of its own, with two
 helpers defined ahead of it (Octopus' ``Write-Warning`` / ``Fail-HealthCheck``):
 
-* ``shoal_warn "message"`` records a warning and carries on: status ``has_warnings``;
-* ``shoal_fail "message"`` records the failure and ends the script: status ``unhealthy``.
+* ``warn_healthcheck "message"`` records a warning and carries on: status ``has_warnings``;
+* ``fail_healthcheck "message"`` records the failure and ends the script: status
+  ``unhealthy``.
+
+``shoal_warn`` / ``shoal_fail`` are the same helpers under shorter names.
 
 A script that exits with another code than 0 (or times out) is ``unhealthy`` too. The
 helpers mark their lines with a token drawn for each run, so ordinary output that happens
@@ -26,10 +29,12 @@ _LOG_LIMIT = 256 * 1024
 
 
 def health_script(script: str, token: str) -> str:
-    """``script`` preceded by the definitions of ``shoal_warn`` and ``shoal_fail``."""
+    """``script`` preceded by the definitions of the helpers (both names of each)."""
     return (
-        f"shoal_warn() {{ printf '%s\\n' \"##shoal-{token}:warn:$*\"; }}\n"
-        f"shoal_fail() {{ printf '%s\\n' \"##shoal-{token}:fail:$*\"; exit 1; }}\n"
+        f"warn_healthcheck() {{ printf '%s\\n' \"##shoal-{token}:warn:$*\"; }}\n"
+        f"fail_healthcheck() {{ printf '%s\\n' \"##shoal-{token}:fail:$*\"; exit 1; }}\n"
+        "shoal_warn() { warn_healthcheck \"$@\"; }\n"
+        "shoal_fail() { fail_healthcheck \"$@\"; }\n"
         f"{script}\n"
     )
 

@@ -139,11 +139,6 @@ def test_a_running_agent_runs_its_policys_script(server: ServerProcess, agent: A
             assert c.get(f"/api/workers/{agent.worker_id}").json()["health_status"] == status
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the default policy script (domain/policies.py) calls warn_healthcheck/fail_healthcheck, "
-    "the agent (agent/health.py) defines shoal_warn/shoal_fail: 'command not found', verdict healthy",
-)
 def test_the_policy_helpers_warn_and_fail(server: ServerProcess, agent: AgentProcess) -> None:
     with server.client() as c:
         for script, status, detail in [
