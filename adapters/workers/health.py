@@ -58,6 +58,9 @@ from projections.workers import agent_workers
 
 log = logging.getLogger("shoal.workers")
 
+# How soon a worker that heartbeats, but did not answer its last check, is checked again.
+RECHECK_UNAVAILABLE_S = 30.0
+
 SCRIPT_TIMEOUT_S = 60.0  # how long the health script may run on the worker
 ANSWER_MARGIN_S = 10.0  # on top of that, for the round trip, before giving up
 MAX_DETAIL_CHARS = 2000  # the tail of what the script printed is kept
@@ -291,6 +294,10 @@ class HealthChecker:
             self._last[wid] = now + self._share(wid)
         if alive and wid not in self._alive:  # came online: check soon
             self._soon[wid] = now + self._share(wid)
+        if alive and unavailable and wid not in self._soon:
+            # It heartbeats but missed a check: look again soon rather than leave it out
+            # of routing for a whole interval.
+            self._soon[wid] = max(now, self._last[wid] + RECHECK_UNAVAILABLE_S)
         if alive:
             self._alive.add(wid)
         else:

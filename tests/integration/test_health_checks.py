@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 
 from adapters.nats import NatsBus, subjects
 from adapters.workers.gateway import WorkerGateway
-from adapters.workers.health import AgentHealthRunner, HealthChecker
+from adapters.workers.health import RECHECK_UNAVAILABLE_S, AgentHealthRunner, HealthChecker
 from domain.actors import Actor, ActorKind
 from domain.app import Shoal
 from domain.errors import InvalidTransition, NotFound
@@ -317,5 +317,27 @@ def test_ssh_workers_are_not_checked_yet(
                 await r.checker.check_now(UUID(ssh))
             with pytest.raises(NotFound):
                 await r.checker.check_now(UUID(int=7))
+
+    asyncio.run(body())
+
+
+def test_a_heartbeating_worker_that_missed_a_check_is_checked_again_soon(
+    tmp_path: Path, app: Shoal, views: Views, new_runner: Callable[..., Any]
+) -> None:
+    async def body() -> None:
+        async with rig(tmp_path, app, views, new_runner) as r:
+            policy = r.policy(health_check_interval_s=3600)
+            wid = r.worker(policy)
+            await r.agents.serve(wid, None)  # busy: takes the request, never answers
+            r.alive.add(wid)
+            await r.round_at(0.0)
+            await r.round_at(FIRST_AFTER + SPREAD)
+            assert r.health(wid) == "unavailable"  # still heartbeating, though
+            await r.agents.bus.unsubscribe(r.agents.bus.subscriptions[-1])
+            await r.agents.serve(wid, Answer("healthy", "back"))
+            await r.round_at(FIRST_AFTER + SPREAD + RECHECK_UNAVAILABLE_S / 2)
+            assert r.health(wid) == "unavailable"
+            await r.round_at(FIRST_AFTER + SPREAD + 1 + RECHECK_UNAVAILABLE_S)
+            assert r.health(wid) == "healthy"  # not an hour later
 
     asyncio.run(body())
