@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from uuid import UUID
 
 from nats.aio.msg import Msg
@@ -53,6 +54,7 @@ class HeartbeatMonitor:
         self.timeout_s = timeout_s
         self.check_every_s = check_every_s
         self.last_seen: dict[str, float] = {}
+        self._heard_at: dict[str, str] = {}  # wall clock, ISO, for the API
         self._heard: set[str] = set()  # online as far as this run of the server knows
         self._started_at = time.monotonic()
         self._task: asyncio.Task[None] | None = None
@@ -74,6 +76,10 @@ class HeartbeatMonitor:
         """Monotonic time of the worker's last heartbeat in this run, if any."""
         return self.last_seen.get(worker_id)
 
+    def heard_at(self) -> dict[str, str]:
+        """worker id -> when its last heartbeat arrived (ISO time, UTC), this run."""
+        return dict(self._heard_at)
+
     def is_alive(self, worker_id: str) -> bool:
         """Heard from within the timeout."""
         seen = self.last_seen.get(worker_id)
@@ -90,6 +96,7 @@ class HeartbeatMonitor:
             log.warning("heartbeat refused", extra={"worker_id": sender, "reason": str(exc)})
             return
         self.last_seen[sender] = time.monotonic()
+        self._heard_at[sender] = datetime.now(UTC).isoformat()
         if sender in self._heard:
             return
         self._heard.add(sender)

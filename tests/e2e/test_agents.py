@@ -292,3 +292,14 @@ def test_a_step_its_lost_agent_never_started_goes_to_another_agent_and_runs_once
     assert t["state"] == "success" and t["steps"][0]["worker_name"] == busy.name, t
     assert requeued and "worker lost" in requeued[0]["data"]["reason"]
     assert lines_of(text, "Run script").count("ran-once") == 1, text
+
+
+def test_last_seen_follows_the_heartbeats(server: ServerProcess, agents: Any) -> None:
+    with server.client() as c:
+        agent = agents(new_pool(c), "listening").start()
+        first = c.get(f"/api/workers/{agent.worker_id}").json()["last_seen"]
+        time.sleep(2.5)  # a heartbeat every 2 s
+        later = c.get(f"/api/workers/{agent.worker_id}").json()["last_seen"]
+        listed = [w for w in c.get("/api/workers").json()["items"] if w["id"] == agent.worker_id]
+    assert first is not None and later > first
+    assert listed[0]["last_seen"] >= later

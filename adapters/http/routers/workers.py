@@ -85,10 +85,19 @@ def _policy_id(app: Shoal, ref: str | None) -> UUID | None:
         raise Rejected(f"machine policy {ref!r} does not exist") from None
 
 
-def _read(views: Any, worker_id: str) -> WorkerOut:
+def _read(views: Any, worker_id: str, heard: dict[str, str] | None = None) -> WorkerOut:
     row = get_worker(views, worker_id)
     if row is None:
         raise not_found("worker", worker_id)
+    return _out(row, heard or {})
+
+
+def _out(row: dict[str, Any], heard: dict[str, str]) -> WorkerOut:
+    # Heartbeats are not events, so the read model's last_seen only moves on transitions;
+    # this node's monitor knows the latest.
+    latest = heard.get(row["id"])
+    if latest is not None and (row["last_seen"] is None or latest > row["last_seen"]):
+        row = {**row, "last_seen": latest}
     return WorkerOut(**row)
 
 
@@ -96,6 +105,7 @@ def _read(views: Any, worker_id: str) -> WorkerOut:
 def list_(
     app: App,
     views: Views,
+    container: Container,
     _: CanView,
     pool: str | None = None,
     health: HealthStatus | None = None,
@@ -115,7 +125,8 @@ def list_(
         skip=skip,
         take=take,
     )
-    return Page[WorkerOut](items=[WorkerOut(**r) for r in rows], total=total)
+    heard = container.hub.monitor.heard_at()
+    return Page[WorkerOut](items=[_out(r, heard) for r in rows], total=total)
 
 
 class AgentRegistrationOut(BaseModel):
@@ -171,9 +182,9 @@ async def register(
 
 
 @router.get("/{worker_id}", response_model=WorkerOut)
-def get(worker_id: str, views: Views, _: CanView) -> WorkerOut:
+def get(worker_id: str, views: Views, container: Container, _: CanView) -> WorkerOut:
     """One worker."""
-    return _read(views, str(parse_id(worker_id, "worker")))
+    return _read(views, str(parse_id(worker_id, "worker")), container.hub.monitor.heard_at())
 
 
 @router.patch("/{worker_id}", response_model=WorkerOut)
