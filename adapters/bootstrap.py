@@ -16,6 +16,7 @@ from adapters.nats import subjects as nats_subjects
 from adapters.nats.access import AgentAccess
 from adapters.nats.bus import NatsBus
 from adapters.nats.embedded import EmbeddedNats, EmbeddedNatsConfig
+from adapters.nats.objects import ObjectFiles, ensure_buckets
 from adapters.nats.subjects import SERVER_USER
 from adapters.settings import Settings
 from adapters.store import (
@@ -27,6 +28,7 @@ from adapters.store import (
 from adapters.workers.hub import WorkerHub
 from agent.executor import StepExecutor
 from agent.home import Registration, load_registration
+from agent.packages import PackageCache
 from agent.service import AgentConfig, AgentService, AgentSubjects
 from domain.actors import Actor, ActorKind
 from domain.app import Shoal
@@ -70,6 +72,7 @@ class ServerContainer:
             url, name=f"shoal-server-{self.settings.node_name}", user=user, password=password
         )
         await self.bus.ensure_streams()
+        await ensure_buckets(self.bus)
         return url
 
     async def stop_transport(self) -> None:
@@ -92,8 +95,13 @@ class ServerContainer:
             work_root=self.settings.work_root,
             wait_limit_s=self.settings.worker_wait_limit_s,
             log_limit_bytes=self.settings.step_log_limit_bytes,
+            artifacts=self.objects(nats_subjects.ARTIFACTS_BUCKET),
         )
         return Dispatcher(ctx, node=node, task_cap=self.settings.task_cap)
+
+    def objects(self, bucket: str) -> ObjectFiles:
+        """One object store bucket (``subjects.PACKAGES_BUCKET`` / ``ARTIFACTS_BUCKET``)."""
+        return ObjectFiles(self.bus, bucket)
 
     @property
     def actor(self) -> Actor:
@@ -148,7 +156,11 @@ def build_server(settings: Settings, **overrides: Any) -> ServerContainer:
         channel = getattr(app.recorder, "channel_name", None)
         if channel:
             listener = PostgresLogListener(settings.database_url, channel, runner.wake)
-    executor = overrides.get("executor") or StepExecutor()
+    bus = overrides.get("bus") or NatsBus()
+    # The built-in worker caches packages in the data folder, reading the object store.
+    executor = overrides.get("executor") or StepExecutor(packages=PackageCache(
+        settings.data_dir / "packages", ObjectFiles(bus, nats_subjects.PACKAGES_BUCKET)
+    ))
     nats = access = None
     if settings.nats_url is None:
         host, port = "127.0.0.1", 0
@@ -157,7 +169,6 @@ def build_server(settings: Settings, **overrides: Any) -> ServerContainer:
             host, port = listen_host.strip("[]"), int(listen_port)
         nats = EmbeddedNats(EmbeddedNatsConfig(settings.data_dir, listen_host=host, port=port))
         access = AgentAccess(nats)
-    bus = overrides.get("bus") or NatsBus()
     node = settings.node_name
     hub = WorkerHub(
         app, views, runner.watch, bus, access, load_signing_key(settings.signing_key_file),
@@ -219,7 +230,10 @@ def build_agent(home: Path, **overrides: Any) -> AgentContainer:
     (an AgentConfig; its default puts step folders in ``<home>/work``)."""
     registration = overrides.get("registration") or load_registration(home)
     bus = overrides.get("bus") or NatsBus()
-    executor = overrides.get("executor") or StepExecutor()
+    # Packages are fetched over NATS (read-only on the packages stream) and cached by hash.
+    executor = overrides.get("executor") or StepExecutor(packages=PackageCache(
+        home / "packages", ObjectFiles(bus, nats_subjects.PACKAGES_BUCKET)
+    ))
     config = overrides.get("config") or AgentConfig(work_root=home / "work")
     service = AgentService(registration, bus, executor, config, agent_subjects(registration.worker_id))
     return AgentContainer(home, registration, bus, executor, service)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 DEFAULT_DATA_DIR = Path(".shoal")
 MAX_BODY_BYTES = 1024 * 1024
+MAX_PACKAGE_BYTES = 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class Settings:
     task_cap: int = 5
     node_name: str = field(default_factory=socket.gethostname)
     max_body_bytes: int = MAX_BODY_BYTES
+    # POST /api/packages takes bodies up to this size (the package plus its form).
+    max_package_bytes: int = MAX_PACKAGE_BYTES
     # How long a read waits for the projections to reach the reader's own last write.
     read_wait_s: float = 5.0
     # How long a step waits for a worker before it fails.

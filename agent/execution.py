@@ -1,9 +1,12 @@
 """One accepted step on the agent: run it through the step runner and send its reports
-(started, log batches, finished) in order, each retried until JetStream acknowledges it."""
+(started, log batches, artifacts, finished) in order, each retried until JetStream
+acknowledges it. An artifact goes as parts of ARTIFACT_PART_BYTES and then a manifest that
+lists the stream sequences of its parts (the server reads them back from the stream)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
@@ -12,8 +15,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.ports import AgentTransport, LogLine, StepRequest, StepResult, StepRunner
-from domain.messages import ExecStep, Report, ReportKind, encode
+from agent.ports import (
+    AgentTransport,
+    Artifact,
+    LogLine,
+    PackageFile,
+    StepRequest,
+    StepResult,
+    StepRunner,
+)
+from domain.messages import ARTIFACT_PART_BYTES, ExecStep, Report, ReportKind, encode
 
 log = logging.getLogger("shoal.agent")
 
@@ -35,14 +46,14 @@ class ReportSender:
     retry_initial: float = 0.1
     retry_max: float = 5.0
 
-    async def send(self, report: Report) -> None:
-        """Deliver ``report`` (see the class docstring)."""
+    async def send(self, report: Report) -> int:
+        """Deliver ``report`` (see the class docstring); returns its stream sequence."""
         payload, msg_id = encode(report), report.message_id()
         extra = {"worker_id": report.worker_id, "report": msg_id, "kind": report.kind}
         delay, failures = self.retry_initial, 0
         while not self.give_up.is_set():
             try:
-                await self.bus.js_publish(self.subject, payload, msg_id, timeout=self.timeout)
+                seq = await self.bus.js_publish(self.subject, payload, msg_id, timeout=self.timeout)
             except Exception as exc:
                 failures += 1
                 if failures == 1:
@@ -50,7 +61,7 @@ class ReportSender:
             else:
                 if failures:
                     log.info("report delivered after retrying", extra={**extra, "attempts": failures + 1})
-                return
+                return seq
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self.give_up.wait()
@@ -75,12 +86,11 @@ class Execution:
         """Run the step and report it; None when it could not start (reported as failed)."""
         step = self.step
         try:
-            if step.packages:
-                raise ValueError("this agent cannot fetch packages yet")
             request = StepRequest(
                 task_id=step.task_id, step_name=step.step, syntax=step.syntax, script=step.script,
                 env=dict(env), work_root=work_root, timeout_s=step.timeout_s,
                 max_log_bytes=step.max_log_bytes,
+                packages=tuple(PackageFile(p.id, p.version, p.sha256, p.file_name) for p in step.packages),
             )
         except ValueError as exc:
             await self.report("log", lines=((iso(datetime.now(UTC)), "system", str(exc)),))
@@ -94,20 +104,31 @@ class Execution:
             for chunk in chunks(lines, chunk_bytes):
                 await self.report("log", lines=chunk)
 
-        result = await runner.run(request, sink, self.cancel, started)
+        result = await runner.run(request, sink, self.cancel, started, self.send_artifact)
         reason = self.reason if result.outcome == "cancelled" and self.reason else result.reason
         await self.report("finished", outcome=result.outcome, exit_code=result.exit_code, reason=reason)
         return result
 
-    async def report(self, kind: ReportKind, **fields: Any) -> None:
-        """Send the next report of this execution (its ``seq`` counts from 0)."""
+    async def send_artifact(self, artifact: Artifact) -> None:
+        """Send one artifact: its parts, then its manifest (sha256, size, part sequences)."""
+        parts: list[int] = []
+        with artifact.path.open("rb") as f:
+            while chunk := await asyncio.to_thread(f.read, ARTIFACT_PART_BYTES):
+                data = base64.b64encode(chunk).decode("ascii")
+                parts.append(await self.report("artifact", name=artifact.name, data=data))
+        await self.report("artifact", name=artifact.name, size=artifact.size, sha256=artifact.sha256,
+                          parts=tuple(parts))
+
+    async def report(self, kind: ReportKind, **fields: Any) -> int:
+        """Send the next report of this execution (its ``seq`` counts from 0); returns its
+        stream sequence."""
         step = self.step
         report = Report(
             worker_id=self.worker_id, task_id=step.task_id, step=step.step,
             assignment=step.assignment, kind=kind, seq=self.seq, **fields,
         )
         self.seq += 1
-        await self.sender.send(report)
+        return await self.sender.send(report)
 
 
 def iso(at: datetime) -> str:

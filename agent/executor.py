@@ -9,7 +9,10 @@ step through :class:`StepExecutor`. For each step it
   leak) in a process group of its own, so that a timeout or a cancel stops everything the
   script started, and nothing of the group outlives the step;
 * reads stdout and stderr as they come, cuts over-long lines, caps the log's size, and hands
-  the lines to a sink in batches.
+  the lines to a sink in batches;
+* puts the step's packages into the folder first (agent/packages.py) and gives the script
+  ``shoal-artifact``; the files it returned go to an artifact sink after the process ended
+  (agent/artifacts.py).
 
 The process is driven through a :class:`asyncio.SubprocessProtocol` rather than stream
 readers: output arrives as callbacks, in the order it was read across both pipes, with no
@@ -35,7 +38,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from agent import artifacts
+from agent.packages import PackageCache, PackageError, place_all
 from agent.ports import (
+    ArtifactSink,
     LogLine,
     LogSink,
     StartedCallback,
@@ -75,16 +81,19 @@ class StepExecutor:
     its first line was read, whichever comes first, and whatever is left when the step ends.
     ``kill_grace``: seconds between SIGTERM and SIGKILL when the step's processes are
     stopped; also how long to wait for the pipes to close after the process exited.
+    ``packages``: where package files come from (a step that lists packages fails without).
     """
 
     def __init__(
-        self, *, flush_interval: float = 0.1, flush_lines: int = 1000, kill_grace: float = 2.0
+        self, *, flush_interval: float = 0.1, flush_lines: int = 1000, kill_grace: float = 2.0,
+        packages: PackageCache | None = None,
     ) -> None:
         if flush_interval < 0 or flush_lines < 1 or kill_grace < 0:
             raise ValueError("flush_interval and kill_grace must be >= 0 and flush_lines >= 1")
         self._flush_interval = flush_interval
         self._flush_lines = flush_lines
         self._kill_grace = kill_grace
+        self._packages = packages
         # Strong references to the helper tasks of running steps (the loop keeps only weak ones).
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -94,6 +103,7 @@ class StepExecutor:
         sink: LogSink,
         cancel: asyncio.Event | None = None,
         on_started: StartedCallback | None = None,
+        on_artifact: ArtifactSink | None = None,
     ) -> StepResult:
         """Run one step and return how it ended, once its log has been delivered.
 
@@ -101,7 +111,9 @@ class StepExecutor:
         group id), and before any log batch goes to ``sink``. Setting ``cancel`` stops the
         step (outcome "cancelled"). When this coroutine itself is cancelled, or ``sink`` or
         ``on_started`` raises, the process group is killed at once, the folder removed, and
-        the exception propagates (lines not yet delivered are lost).
+        the exception propagates (lines not yet delivered are lost). Unless the step was
+        cancelled, the files it returned go to ``on_artifact`` after its process ended; one
+        that could not be returned fails a step that otherwise succeeded.
         """
         if cancel is not None and cancel.is_set():
             await sink([_system_line("cancelled")])
@@ -113,13 +125,48 @@ class StepExecutor:
             await sink([_system_line(str(exc))])
             return StepResult("failed", None, str(exc))
         try:
-            result = await self._run_in(folder, request, user, sink, cancel, on_started)
+            owner = None if user is None else (user.pw_uid, user.pw_gid)
+            tools_env = artifacts.prepare(folder, owner)
+            refused = await self._place_packages(request, folder, owner, sink)
+            if refused is not None:
+                result = refused
+            else:
+                result = await self._run_in(folder, request, user, sink, cancel, on_started, tools_env)
+                if on_artifact is not None and result.outcome != "cancelled":
+                    result = await self._return_artifacts(folder, request, sink, on_artifact, result)
         except BaseException:
             # Synchronously: we may be being cancelled, and the folder must go regardless.
             _remove_tree(folder)
             raise
         # A step may leave a large tree behind; removing it must not stall the event loop.
         await asyncio.to_thread(_remove_tree, folder)
+        return result
+
+    async def _place_packages(
+        self, request: StepRequest, folder: Path, owner: tuple[int, int] | None, sink: LogSink
+    ) -> StepResult | None:
+        """Place the step's packages; a failed step's result if one cannot be, else None."""
+        if not request.packages:
+            return None
+        placed: list[str] = []
+        try:
+            await place_all(self._packages, request.packages, folder, owner, placed)
+        except PackageError as exc:
+            await sink([_system_line(text) for text in (*placed, str(exc))])
+            return StepResult("failed", None, str(exc))
+        await sink([_system_line(text) for text in placed])
+        return None
+
+    async def _return_artifacts(
+        self, folder: Path, request: StepRequest, sink: LogSink, on_artifact: ArtifactSink,
+        result: StepResult,
+    ) -> StepResult:
+        async def note(text: str) -> None:
+            await sink([_system_line(text)])
+
+        problems = await artifacts.collect(folder, request.work_root.absolute(), on_artifact, note)
+        if problems and result.outcome == "success":
+            return StepResult("failed", result.exit_code, "; ".join(problems))
         return result
 
     async def _run_in(
@@ -130,9 +177,10 @@ class StepExecutor:
         sink: LogSink,
         cancel: asyncio.Event | None,
         on_started: StartedCallback | None,
+        tools_env: dict[str, str],
     ) -> StepResult:
         loop = asyncio.get_running_loop()
-        env = _environment(request, folder, user)
+        env = _environment(request, folder, user, tools_env)
         batcher = _Batcher(sink, self._flush_interval, self._flush_lines)
         steplog = _StepLog(batcher, request.max_line_bytes, request.max_log_bytes)
         process = _StepProcess(steplog, loop)
@@ -587,7 +635,9 @@ def _let_through(root: Path, user: pwd.struct_passwd) -> None:
             )
 
 
-def _environment(request: StepRequest, folder: Path, user: pwd.struct_passwd | None) -> dict[str, str]:
+def _environment(
+    request: StepRequest, folder: Path, user: pwd.struct_passwd | None, tools_env: dict[str, str]
+) -> dict[str, str]:
     env = {
         "PATH": DEFAULT_PATH,
         "HOME": user.pw_dir if user is not None else str(folder),
@@ -597,6 +647,8 @@ def _environment(request: StepRequest, folder: Path, user: pwd.struct_passwd | N
     }
     env.update(request.env)
     env["SHOAL_WORK_DIR"] = str(folder)  # set last: it must name the real folder
+    env["SHOAL_ARTIFACTS_DIR"] = tools_env["SHOAL_ARTIFACTS_DIR"]
+    env["PATH"] = f"{tools_env['SHOAL_TOOLS_DIR']}:{env['PATH']}"  # shoal-artifact first
     return env
 
 
@@ -614,6 +666,8 @@ def _command(syntax: str, path: str) -> list[str]:
 
 def _remove_tree(folder: Path) -> None:
     """Remove a step's folder, including what the step made read-only; never raises."""
+    if _remove_flat(folder):
+        return
     tried: set[str] = set()
 
     def retry(func: Callable[..., Any], path: str, _exc: object) -> None:
@@ -634,6 +688,22 @@ def _remove_tree(folder: Path) -> None:
             log.warning("could not remove %s from the step folder: %s", path, exc)
 
     _rmtree(str(folder), retry)
+
+
+def _remove_flat(folder: Path) -> bool:
+    """The common case cheaply: a folder holding only files (the script, maybe some
+    output). False (nothing lost) when it holds more, so the careful path runs."""
+    try:
+        with os.scandir(folder) as entries:
+            found = list(entries)
+        if any(e.is_dir(follow_symlinks=False) for e in found):
+            return False
+        for entry in found:
+            os.unlink(entry.path)
+        os.rmdir(folder)
+    except OSError:
+        return False
+    return True
 
 
 def _rmtree(path: str, handler: Callable[[Callable[..., Any], str, object], None]) -> None:

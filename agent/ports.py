@@ -23,6 +23,18 @@ SYNTAXES: frozenset[str] = frozenset({"bash", "sh", "python"})
 
 
 @dataclass(frozen=True)
+class PackageFile:
+    """A package the step needs in its working folder: ``sha256`` names its bytes (how
+    the worker fetches and caches it); an archive (by ``file_name``) is extracted into a
+    folder named ``id``, anything else is copied as ``file_name``."""
+
+    id: str
+    version: str
+    sha256: str
+    file_name: str
+
+
+@dataclass(frozen=True)
 class StepRequest:
     """One script step to run: what to run, with which extra variables, where, how long.
 
@@ -39,6 +51,7 @@ class StepRequest:
     run_as_user: str | None = None  # needs root
     max_line_bytes: int = 64 * 1024
     max_log_bytes: int = 50 * 1024 * 1024
+    packages: tuple[PackageFile, ...] = ()
 
     def __post_init__(self) -> None:
         if self.syntax not in SYNTAXES:
@@ -86,6 +99,32 @@ StartedCallback = Callable[[int], Awaitable[None]]
 """Awaited with the process id (which is also its process group id) once it runs."""
 
 
+@dataclass(frozen=True)
+class Artifact:
+    """A file the step returned with ``shoal-artifact``, checked and ready to send:
+    ``path`` is valid only while the callback that receives it runs."""
+
+    name: str
+    path: Path
+    size: int
+    sha256: str
+
+
+ArtifactSink = Callable[[Artifact], Awaitable[None]]
+"""Awaited once per artifact after the step's process ended, before its folder is removed
+and before the runner returns; raising ArtifactNotReturned (agent.artifacts) marks that one
+artifact as not returned, anything else propagates."""
+
+
+class PackageSource(Protocol):
+    """Where a worker gets package bytes (the packages object store)."""
+
+    async def fetch(self, sha256: str, dest: Path, /) -> None:
+        """Write the package whose SHA-256 is ``sha256`` into the new file ``dest``; raise
+        when it cannot be had (the caller checks the hash)."""
+        ...
+
+
 class StepRunner(Protocol):
     """Runs one script step somewhere and reports its log and outcome."""
 
@@ -95,9 +134,10 @@ class StepRunner(Protocol):
         sink: LogSink,
         cancel: asyncio.Event | None = None,
         on_started: StartedCallback | None = None,
+        on_artifact: ArtifactSink | None = None,
     ) -> StepResult:
-        """Run ``request``; deliver its log to ``sink``; return once it has ended and
-        everything it wrote has been delivered."""
+        """Run ``request``; deliver its log to ``sink`` and the files it returned to
+        ``on_artifact``; return once it has ended and all of that has been delivered."""
         ...
 
 

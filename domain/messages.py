@@ -8,8 +8,12 @@ Server -> agent (*instructions*, always signed, see domain/signing.py):
                 (request/reply, answered with a HealthAnswer)
 
 Agent -> server:
-  Report        started / log / finished, on the JetStream subject ``shoal.reports.<id>``;
-                ``message_id()`` is its Nats-Msg-Id, so a report sent twice counts once
+  Report        started / log / artifact / finished, on the JetStream subject
+                ``shoal.reports.<id>``; ``message_id()`` is its Nats-Msg-Id, so a report sent
+                twice counts once. An artifact travels as parts (``data``: base64 of at most
+                ARTIFACT_PART_BYTES) followed by its manifest (``sha256``, ``size`` and the
+                stream sequences of its parts, ``parts``), all before ``finished``; the server
+                reads the parts back from the stream when the manifest arrives
   Heartbeat     core publish on ``shoal.heartbeat.<id>`` every few seconds
 
 Every step message quotes the assignment's fencing token (the version of the Task event
@@ -27,8 +31,10 @@ import orjson
 
 PROTOCOL_VERSION = 1
 
-ReportKind = Literal["started", "log", "finished"]
-REPORT_KINDS = frozenset({"started", "log", "finished"})
+ReportKind = Literal["started", "log", "artifact", "finished"]
+REPORT_KINDS = frozenset({"started", "log", "artifact", "finished"})
+# Raw bytes per artifact part: base64 and JSON keep one report well under 512 KiB.
+ARTIFACT_PART_BYTES = 256 * 1024
 OUTCOMES = frozenset({"success", "failed", "timed_out", "cancelled"})
 HEALTH_STATUSES = frozenset({"healthy", "has_warnings", "unhealthy"})
 
@@ -39,11 +45,13 @@ class ProtocolError(ValueError):
 
 @dataclass(frozen=True)
 class PackageRef:
-    """A package a step needs in its working folder."""
+    """A package a step needs in its working folder: ``sha256`` names its bytes in the
+    packages object store; ``file_name`` is what it was pushed as (an archive by its suffix)."""
 
     id: str
     version: str
     sha256: str
+    file_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,18 @@ class Report:
     outcome: str | None = None
     exit_code: int | None = None
     reason: str = ""
+    # kind "artifact": ``name`` always; a part has ``data``, the manifest ``sha256``,
+    # ``size`` and ``parts`` (the JetStream sequences of its parts, in order).
+    name: str = ""
+    data: str = ""
+    size: int | None = None
+    sha256: str = ""
+    parts: tuple[int, ...] = ()
+
+    @property
+    def is_manifest(self) -> bool:
+        """An artifact report that closes an artifact (rather than carrying a part)."""
+        return self.kind == "artifact" and bool(self.sha256)
 
     def message_id(self) -> str:
         """The JetStream de-duplication id of this report."""
@@ -184,7 +204,10 @@ def decode_instruction(data: bytes) -> Instruction:
         for p in _get(obj, "packages", list, optional=True) or []:
             if not isinstance(p, dict):
                 raise ProtocolError("'packages' holds objects")
-            packages.append(PackageRef(_get(p, "id", str), _get(p, "version", str), _get(p, "sha256", str)))
+            packages.append(PackageRef(
+                _get(p, "id", str), _get(p, "version", str), _get(p, "sha256", str),
+                _get(p, "file_name", str, optional=True) or "",
+            ))
         timeout = _get(obj, "timeout_s", (int, float), optional=True)
         return ExecStep(
             worker_id=_get(obj, "worker_id", str), task_id=_get(obj, "task_id", str),
@@ -222,12 +245,22 @@ def decode_report(data: bytes) -> Report:
     outcome = _get(obj, "outcome", str, optional=True)
     if kind == "finished" and outcome not in OUTCOMES:
         raise ProtocolError(f"unknown outcome {outcome!r}")
+    parts = _get(obj, "parts", list, optional=True) or []
+    if not all(isinstance(p, int) and not isinstance(p, bool) and p > 0 for p in parts):
+        raise ProtocolError("'parts' holds stream sequences")
+    name = _get(obj, "name", str, optional=True) or ""
+    part = _get(obj, "data", str, optional=True) or ""
+    sha256 = _get(obj, "sha256", str, optional=True) or ""
+    size = _get(obj, "size", int, optional=True)
+    if kind == "artifact" and (not name or (sha256 and size is None) or not (sha256 or part)):
+        raise ProtocolError("an artifact report has a name and either data or sha256 and size")
     return Report(
         worker_id=_get(obj, "worker_id", str), task_id=_get(obj, "task_id", str),
         step=_get(obj, "step", str), assignment=_get(obj, "assignment", int), kind=kind,
         seq=_get(obj, "seq", int), pid=_get(obj, "pid", int, optional=True), lines=tuple(lines),
         outcome=outcome, exit_code=_get(obj, "exit_code", int, optional=True),
         reason=_get(obj, "reason", str, optional=True) or "",
+        name=name, data=part, size=size, sha256=sha256, parts=tuple(parts),
     )
 
 

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from domain.codec import register_enum, register_record
 from domain.errors import Rejected
+from domain.packages import MAX_PACKAGES_PER_STEP, check_package_id, check_version
 from domain.rules import MAX_DURATION_S, clean_name
 
 MAX_SCRIPT_BYTES = 1024 * 1024
@@ -138,9 +139,10 @@ def check_step(step: Step) -> Step:
         raise Rejected(f"step {name!r}: max_parallelism must be at most {MAX_PARALLELISM}")
     if step.action is Action.SCRIPT:
         check_script(step.syntax, step.script_body, name)
-    elif step.worker_pool_id is not None or step.script_body is not None:
+        check_step_packages(step.packages, name)
+    elif step.worker_pool_id is not None or step.script_body is not None or step.packages:
         raise Rejected(f"step {name!r}: a {step.action.value} step runs in the server and "
-                       "takes no worker_pool_id or script_body")
+                       "takes no worker_pool_id, script_body or packages")
     if step.action is Action.EMAIL:
         if step.email is None or not step.email.to:
             raise Rejected(f"step {name!r}: an email step needs email.to")
@@ -152,6 +154,23 @@ def check_step(step: Step) -> Step:
             raise Rejected(f"step {name!r}: an import_certificate step needs certificate.pem")
         step = replace(step, certificate=without_private_keys(step.certificate))
     return step if name == step.name else replace(step, name=name)
+
+
+def check_step_packages(packages: tuple[tuple[str, str], ...], step: str) -> None:
+    """A script step's packages: valid ids and versions, each id once, at most
+    MAX_PACKAGES_PER_STEP. Whether they were pushed is checked when the step runs."""
+    if len(packages) > MAX_PACKAGES_PER_STEP:
+        raise Rejected(f"step {step!r}: at most {MAX_PACKAGES_PER_STEP} packages")
+    seen: set[str] = set()
+    for package_id, version in packages:
+        try:
+            check_package_id(package_id)
+            check_version(version)
+        except Rejected as exc:
+            raise Rejected(f"step {step!r}: {exc}") from None
+        if package_id in seen:
+            raise Rejected(f"step {step!r}: package {package_id!r} is listed twice")
+        seen.add(package_id)
 
 
 def check_process(steps: tuple[Step, ...]) -> tuple[Step, ...]:

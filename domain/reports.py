@@ -17,12 +17,16 @@ class StepReport:
 
     step: str
     assignment: int
-    kind: str  # started | log | finished
+    kind: str  # started | log | artifact | finished
     pid: int | None = None
     lines: tuple[Line, ...] = ()
     outcome: str | None = None
     exit_code: int | None = None
     reason: str = ""
+    # kind "artifact": a file whose bytes the adapter has checked and stored already.
+    name: str = ""
+    size: int = 0
+    sha256: str = ""
 
 
 def refusal(run: StepRun | None, worker_id: UUID, assignment: int) -> str | None:

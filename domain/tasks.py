@@ -10,6 +10,7 @@ from uuid import UUID
 from eventsourcing.domain import event
 
 from domain.actors import Actor
+from domain.artifacts import MAX_ARTIFACT_BYTES, MAX_ARTIFACTS_PER_STEP, is_sha256, name_problem
 from domain.base import ShoalAggregate
 from domain.codec import register_enum
 from domain.errors import InvalidTransition
@@ -75,6 +76,12 @@ class Task(ShoalAggregate):
         exit_code: int | None
         reason: str
 
+    class ArtifactStored(ShoalAggregate.Event):
+        step: str
+        name: str
+        size: int
+        sha256: str
+
     class InterventionRequested(ShoalAggregate.Event):
         step: str
         instructions: str
@@ -109,6 +116,8 @@ class Task(ShoalAggregate):
         self.cancel_requested = False
         self.queued_by = actor.name
         self.is_deleted = False
+        # step -> artifact name -> (size, sha256)
+        self.artifacts: dict[str, dict[str, tuple[int, str]]] = {}
 
     # -- queries -------------------------------------------------------------------------
 
@@ -221,6 +230,24 @@ class Task(ShoalAggregate):
         self, step: str, outcome: StepState, exit_code: int | None, reason: str, actor: Actor
     ) -> None:
         self.runs[step] = replace(self.runs[step], state=outcome, exit_code=exit_code, reason=reason)
+
+    def store_artifact(self, step: str, name: str, size: int, sha256: str, actor: Actor) -> None:
+        """A running step returned a file (its bytes are already in the artifact store).
+        Storing a name again replaces it; a step returns at most MAX_ARTIFACTS_PER_STEP."""
+        self._require_executing(step)
+        problem = name_problem(name)
+        if problem is not None:
+            raise InvalidTransition(f"artifact name {name!r} refused: {problem}")
+        if not 0 <= size <= MAX_ARTIFACT_BYTES or not is_sha256(sha256):
+            raise InvalidTransition(f"artifact {name!r}: bad size or SHA-256")
+        held = self.artifacts.get(step, {})
+        if name not in held and len(held) >= MAX_ARTIFACTS_PER_STEP:
+            raise InvalidTransition(f"step {step!r} already returned {MAX_ARTIFACTS_PER_STEP} artifacts")
+        self._store_artifact(step=step, name=name, size=size, sha256=sha256, actor=actor)
+
+    @event(ArtifactStored)
+    def _store_artifact(self, step: str, name: str, size: int, sha256: str, actor: Actor) -> None:
+        self.artifacts.setdefault(step, {})[name] = (size, sha256)
 
     def request_intervention(self, step: str, instructions: str, actor: Actor) -> None:
         """A manual intervention step waits for a person."""

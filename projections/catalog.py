@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from projections.artifacts import ArtifactList
 from projections.audit import AuditLog
 from projections.base import Projection
 from projections.credentials import AgentCredentials
 from projections.membership import Membership
+from projections.packages import PackageList
 from projections.policies import PolicyList
 from projections.pools import PoolList
 from projections.projects import ProjectList
@@ -18,5 +20,5 @@ def all_projections() -> list[Projection]:
     """Fresh instances of every projection."""
     return [
         PoolList(), WorkerList(), Membership(), PolicyList(), ProjectList(),
-        TaskList(), TaskLogs(), AuditLog(), AgentCredentials(),
+        TaskList(), TaskLogs(), AuditLog(), AgentCredentials(), PackageList(), ArtifactList(),
     ]

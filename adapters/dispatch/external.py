@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from adapters.workers.gateway import Sent, WorkerUnavailable
-from domain.messages import CancelStep, ExecStep
+from domain.messages import CancelStep, ExecStep, PackageRef
 from domain.plan import StepState
 from domain.process import Step
 
@@ -28,8 +28,12 @@ TIMEOUT_GRACE_S = 30.0
 class ExternalStep:
     """One execution of a step on one worker."""
 
-    def __init__(self, run: TaskRun, step: Step, worker_id: UUID, worker_name: str, pool_name: str) -> None:
+    def __init__(
+        self, run: TaskRun, step: Step, worker_id: UUID, worker_name: str, pool_name: str,
+        packages: tuple[PackageRef, ...] = (),
+    ) -> None:
         self.run_ = run
+        self.packages = packages
         self.step = step
         self.worker_id = worker_id
         self.worker_name = worker_name
@@ -55,6 +59,7 @@ class ExternalStep:
             timeout_s=step.timeout_s, max_log_bytes=ctx.log_limit_bytes,
             # A polling agent back after this finds the server has given up on it.
             expires_at=time.time() + ctx.wait_limit_s,
+            packages=self.packages,
         )
         comms = (await asyncio.to_thread(ctx.app.get_worker, self.worker_id)).comms_style
         try:

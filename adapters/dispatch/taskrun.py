@@ -17,12 +17,16 @@ from uuid import UUID
 
 from adapters.dispatch.external import ExternalStep
 from adapters.dispatch.mail import send_email
+from adapters.dispatch.payloads import UnknownPackage, built_in_artifacts, resolve_packages
+from adapters.nats.objects import ObjectFiles
 from adapters.workers.hub import WorkerHub
 from agent.executor import LogLine, StepExecutor, StepRequest
+from agent.ports import PackageFile
 from domain.actors import Actor
 from domain.app import Shoal
 from domain.certificates import parse_pem
 from domain.errors import InvalidTransition, Rejected
+from domain.messages import PackageRef
 from domain.plan import StepState, TaskState, groups, should_run, skip_reason, task_outcome
 from domain.process import Action, Step
 from domain.routing import (
@@ -58,6 +62,7 @@ class RunContext:
     work_root: Path
     wait_limit_s: float
     log_limit_bytes: int = 50 * 1024 * 1024
+    artifacts: ObjectFiles | None = None  # where the built-in worker's artifacts go
 
 
 class TaskRun:
@@ -210,6 +215,10 @@ class TaskRun:
             outcome = await self._on_worker_resumed(step, known.worker_id, known.assignment)
             if outcome is not None:
                 return outcome
+        try:
+            packages = await resolve_packages(self.ctx.app, step)
+        except UnknownPackage as exc:
+            return await self._finish_step(step.name, StepState.FAILED, reason=str(exc))
         turn = 0
         while True:
             decision, pool_name, run_as_user = await asyncio.to_thread(
@@ -217,11 +226,11 @@ class TaskRun:
             )
             turn += 1
             if isinstance(decision, RunOnBuiltIn):
-                return await self._on_built_in(step, pool_name, run_as_user)
+                return await self._on_built_in(step, pool_name, run_as_user, packages)
             if isinstance(decision, Refuse):
                 return await self._finish_step(step.name, StepState.FAILED, reason=decision.reason)
             if isinstance(decision, RunOnWorker):
-                outcome = await self._on_worker(step, decision, pool_name)
+                outcome = await self._on_worker(step, decision, pool_name, packages)
                 if outcome is not None:
                     return outcome
                 continue  # the worker could not take it: choose again
@@ -252,7 +261,9 @@ class TaskRun:
                 t.cancel()
         return self.cancel.is_set()
 
-    async def _on_built_in(self, step: Step, pool_name: str, run_as_user: str | None) -> StepState:
+    async def _on_built_in(
+        self, step: Step, pool_name: str, run_as_user: str | None, packages: tuple[PackageRef, ...]
+    ) -> StepState:
         app, actor, name = self.ctx.app, self.ctx.actor, step.name
         assert step.syntax is not None and step.script_body is not None
         request = StepRequest(
@@ -270,7 +281,9 @@ class TaskRun:
             timeout_s=step.timeout_s,
             run_as_user=run_as_user,
             max_log_bytes=self.ctx.log_limit_bytes,
+            packages=tuple(PackageFile(p.id, p.version, p.sha256, p.file_name) for p in packages),
         )
+        artifacts = built_in_artifacts(app, self.ctx.artifacts, self.task_id, name, actor)
 
         async def sink(lines: Sequence[LogLine]) -> None:
             batch = [[_iso(line.at), line.stream, line.text] for line in lines]
@@ -280,7 +293,7 @@ class TaskRun:
             await self._update(lambda t: t.mark_started(name, pid, actor))
 
         try:
-            result = await self.ctx.executor.run(request, sink, self.cancel, started)
+            result = await self.ctx.executor.run(request, sink, self.cancel, started, artifacts)
         except asyncio.CancelledError:
             # The server is stopping (the executor has killed the step's processes): record
             # it, so the task does not look as if the step were still running.
@@ -296,8 +309,10 @@ class TaskRun:
 
     # -- script steps on external workers -----------------------------------------------
 
-    async def _on_worker(self, step: Step, decision: RunOnWorker, pool_name: str) -> StepState | None:
-        worker = ExternalStep(self, step, decision.worker_id, decision.worker_name, pool_name)
+    async def _on_worker(
+        self, step: Step, decision: RunOnWorker, pool_name: str, packages: tuple[PackageRef, ...]
+    ) -> StepState | None:
+        worker = ExternalStep(self, step, decision.worker_id, decision.worker_name, pool_name, packages)
         try:
             return await worker.run()
         finally:

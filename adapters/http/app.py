@@ -14,10 +14,12 @@ from adapters.bootstrap import ServerContainer
 from adapters.http.errors import install_error_handlers
 from adapters.http.limits import BodyLimit
 from adapters.http.routers import (
+    artifacts,
     configuration,
     events,
     health,
     keys,
+    packages,
     policies,
     pools,
     projects,
@@ -81,7 +83,12 @@ def create_app(container: ServerContainer) -> FastAPI:
     install_error_handlers(app)
     for module in (
         health, pools, workers, policies, keys, events, projects, tasks, configuration,
+        packages, artifacts,
     ):
         app.include_router(module.router)
-    app.add_middleware(BodyLimit, max_bytes=container.settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=container.settings.max_body_bytes,
+        # The package upload's own limit (plus room for the form around the file).
+        per_path={"/api/packages": container.settings.max_package_bytes + 64 * 1024},
+    )
     return app

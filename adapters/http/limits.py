@@ -1,6 +1,9 @@
-"""Request body size limit, enforced before any route reads the body."""
+"""Request body size limit, enforced before any route reads the body (one limit for all
+routes, and larger ones for named paths such as package uploads)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -11,16 +14,30 @@ class BodyTooLarge(Exception):
 
 
 class BodyLimit:
-    """Answers 413 to a body over ``max_bytes``, by Content-Length or as it streams in."""
+    """Answers 413 to a body over ``max_bytes`` (or ``per_path[path]`` for an exact
+    path), by Content-Length or as it streams in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, per_path: Mapping[str, int] | None = None) -> None:
+        self.app = app
+        self.default_max = max_bytes
+        self.per_path = dict(per_path or {})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.per_path.get(str(scope.get("path", "")).rstrip("/"), self.default_max)
+        await _Guard(self.app, limit)(scope, receive, send)
+
+
+class _Guard:
+    """One request under one limit."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:

@@ -27,6 +27,13 @@ class CertificateIn(Request):
     pem: StrictStr
 
 
+class PackageIn(Request):
+    """A package from the built-in feed that a script step gets in its working folder."""
+
+    id: StrictStr
+    version: StrictStr
+
+
 class StepIn(Request):
     """One step of a process."""
 
@@ -42,6 +49,7 @@ class StepIn(Request):
     email: EmailIn | None = None
     instructions: StrictStr | None = None
     certificate: CertificateIn | None = None
+    packages: list[PackageIn] = Field(default_factory=list)
 
 
 class StepOut(BaseModel):
@@ -59,6 +67,7 @@ class StepOut(BaseModel):
     email: dict[str, object] | None
     instructions: str | None
     certificate: dict[str, object] | None
+    packages: list[dict[str, str]] = Field(default_factory=list)
 
 
 def pool_ref(app: Shoal, ref: str | None) -> UUID | None:
@@ -88,4 +97,5 @@ def to_step(app: Shoal, step: StepIn) -> Step:
         instructions=step.instructions,
         certificate=Certificate(step.certificate.name, step.certificate.pem)
         if step.certificate else None,
+        packages=tuple((p.id, p.version) for p in step.packages),
     )

@@ -18,9 +18,10 @@ REPORTS_STREAM = "SHOAL_REPORTS"
 WORK_SUBJECTS = "shoal.work.>"
 REPORTS_SUBJECTS = "shoal.reports.>"
 
-# Object stores for package transfer and artifacts.
+# Object stores for package transfer and artifacts (each is the stream OBJ_<bucket>).
 PACKAGES_BUCKET = "shoal-packages"
 ARTIFACTS_BUCKET = "shoal-artifacts"
+PACKAGES_STREAM = f"OBJ_{PACKAGES_BUCKET}"
 
 # Whitespace ends a token in the protocol; ".", "*", ">" are separator and wildcards.
 _FORBIDDEN = re.compile(r"[.*>\s]")
@@ -112,7 +113,10 @@ def work_consumer(worker_id: str) -> str:
 
 def agent_permissions(worker_id: str) -> dict[str, object]:
     """The NATS permissions of one agent: its own instructions in, its own reports and
-    heartbeats out, and the JetStream calls its pull consumer needs; nothing else."""
+    heartbeats out, the JetStream calls its pull consumer needs, and reading single
+    messages of the packages object store's stream (how it fetches a package: see
+    adapters/nats/objects.py); nothing else, so it can neither write packages nor read
+    artifacts or other streams."""
     consumer = work_consumer(worker_id)
     return {
         "publish": {
@@ -123,6 +127,7 @@ def agent_permissions(worker_id: str) -> dict[str, object]:
                 f"$JS.API.CONSUMER.MSG.NEXT.{WORK_STREAM}.{consumer}",
                 f"$JS.API.CONSUMER.INFO.{WORK_STREAM}.{consumer}",
                 f"$JS.ACK.{WORK_STREAM}.{consumer}.>",
+                f"$JS.API.STREAM.MSG.GET.{PACKAGES_STREAM}",
             ]
         },
         "subscribe": {"allow": [agent_all(worker_id), f"{inbox_prefix(worker_id)}.>"]},

@@ -6,6 +6,10 @@ per line. The subject names the sender (NATS permissions let an agent publish on
 own), and the domain's fencing rule decides what is accepted; refusals are logged and
 acknowledged, never retried. A report is acknowledged only after its events are stored,
 so a server killed mid-batch gets the batch again after its restart.
+
+Artifact parts are skipped here: when an artifact's manifest comes, its parts are read
+back from the stream (adapters/workers/artifacts.py), the file is stored, and the parts are
+deleted from the stream once the batch is acknowledged.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ from nats.aio.msg import Msg
 
 from adapters.nats import subjects
 from adapters.nats.bus import NatsBus
+from adapters.nats.objects import ObjectFiles
+from adapters.workers import artifacts
 from domain.actors import Actor, ActorKind
 from domain.app import Shoal
 from domain.errors import NotFound
 from domain.messages import ProtocolError, Report, decode_report
-from domain.reports import StepReport
+from domain.reports import StepReport, refusal
 
 log = logging.getLogger("shoal.workers")
 
@@ -55,6 +61,7 @@ class ReportIntake:
         self.app = app
         self.bus = bus
         self.on_changed = on_changed
+        self.artifacts = ObjectFiles(bus, subjects.ARTIFACTS_BUCKET)
         self._task: asyncio.Task[None] | None = None
         self._sub: Any = None
         self._stopping = False
@@ -99,7 +106,7 @@ class ReportIntake:
 
     async def handle(self, msgs: list[Msg]) -> None:
         """Apply one fetched batch and acknowledge it."""
-        groups: dict[tuple[UUID, UUID], list[StepReport]] = {}
+        groups: dict[tuple[UUID, UUID], list[Report]] = {}
         for msg in msgs:
             sender = _worker_of(msg.subject)
             try:
@@ -110,10 +117,13 @@ class ReportIntake:
             except (ProtocolError, ValueError) as exc:
                 log.warning("report refused", extra={"worker_id": sender, "reason": str(exc)})
                 continue
-            groups.setdefault(key, []).append(to_step_report(report))
+            if report.kind == "artifact" and not report.is_manifest:
+                continue  # a part: read back from the stream when its manifest comes
+            groups.setdefault(key, []).append(report)
+        parts: list[int] = []
         try:
             for (task_id, worker_id), reports in groups.items():
-                await self._apply(task_id, worker_id, reports)
+                await self._apply(task_id, worker_id, reports, parts)
         except Exception:
             # The store is unreachable, say: have the batch again in a moment, in order.
             log.exception("could not record reports; they will be delivered again")
@@ -124,6 +134,7 @@ class ReportIntake:
         for msg in msgs:
             with contextlib.suppress(Exception):
                 await msg.ack()
+        await artifacts.forget_parts(self.bus, parts)
 
     def _apply_sync(
         self, task_id: UUID, worker_id: UUID, reports: list[StepReport]
@@ -135,7 +146,38 @@ class ReportIntake:
         actor = Actor(ActorKind.AGENT, str(worker_id), name)
         return self.app.apply_reports(task_id, worker_id, reports, actor=actor)
 
-    async def _apply(self, task_id: UUID, worker_id: UUID, reports: list[StepReport]) -> None:
+    def _fence(self, task_id: UUID, worker_id: UUID, report: Report) -> str | None:
+        try:
+            task = self.app.get_task(task_id)
+        except NotFound:
+            return f"task {task_id} does not exist"
+        return refusal(task.runs.get(report.step), worker_id, report.assignment)
+
+    async def _artifact(self, task_id: UUID, worker_id: UUID, manifest: Report) -> StepReport | None:
+        """Store an artifact whose manifest came: the report that records it, a log line
+        saying why it was refused, or None when its assignment is not current."""
+        why = await asyncio.to_thread(self._fence, task_id, worker_id, manifest)
+        if why is not None:
+            log.warning("artifact refused", extra={"worker_id": str(worker_id), "task_id": str(task_id),
+                                                   "reason": why})
+            return None
+        try:
+            return await artifacts.receive(self.bus, self.artifacts, str(worker_id), manifest)
+        except artifacts.ArtifactRefused as exc:
+            log.warning("artifact refused", extra={"worker_id": str(worker_id), "task_id": str(task_id),
+                                                   "reason": str(exc)})
+            return artifacts.refusal_note(manifest, str(exc))
+
+    async def _apply(self, task_id: UUID, worker_id: UUID, received: list[Report], parts: list[int]) -> None:
+        reports: list[StepReport] = []
+        for report in received:
+            if not report.is_manifest:
+                reports.append(to_step_report(report))
+                continue
+            parts.extend(report.parts)
+            stored = await self._artifact(task_id, worker_id, report)
+            if stored is not None:
+                reports.append(stored)
         try:
             position, refused = await asyncio.to_thread(self._apply_sync, task_id, worker_id, reports)
         except NotFound:

@@ -8,6 +8,7 @@ from domain.actors import SYSTEM, Actor
 from domain.app.base import CommandsBase, Saved, command
 from domain.app.configuration import ConfigurationCommands
 from domain.app.keys import KeyCommands
+from domain.app.packages import PackageCommands
 from domain.app.policies import POLICY
 from domain.app.pools import POOL
 from domain.app.tasks import TaskCommands
@@ -24,7 +25,9 @@ ADMIN_KEY_NAME = "Administrator (created at install)"
 __all__ = ["Saved", "Shoal", "command"]
 
 
-class Shoal(WorkerCommands, TaskCommands, ConfigurationCommands, KeyCommands, CommandsBase):
+class Shoal(
+    WorkerCommands, TaskCommands, ConfigurationCommands, KeyCommands, PackageCommands, CommandsBase
+):
     """The one Application. Command methods live in per-concept mixins."""
 
     def is_installed(self) -> bool:

@@ -143,6 +143,11 @@ class TaskCommands(ProjectCommands, CommandsBase):
                 if log is None:
                     log = TaskLog(task_id=task_id, actor=actor)
                 log.append(report.step, list(report.lines), actor)
+            elif report.kind == "artifact":
+                try:
+                    task.store_artifact(report.step, report.name, report.size, report.sha256, actor)
+                except InvalidTransition as exc:
+                    refused.append(f"artifact report for step {report.step!r}: {exc}")
             elif report.kind == "finished":
                 outcome = StepState(report.outcome or "failed")
                 task.finish_step(report.step, outcome, report.exit_code, report.reason, actor)
@@ -166,3 +171,13 @@ class TaskCommands(ProjectCommands, CommandsBase):
             actor=actor,
         )
         return Saved(cert, self._save(cert))
+
+    @command
+    def store_artifact(
+        self, task_id: UUID, step: str, name: str, size: int, sha256: str, *, actor: Actor
+    ) -> int:
+        """Record a file the built-in worker returned from a running step (its bytes are
+        in the artifact store already); returns the log position."""
+        task = self.get_task(task_id)
+        task.store_artifact(step, name, size, sha256, actor)
+        return self._save(task)

@@ -78,7 +78,9 @@ def test_the_script_sees_a_clean_environment_and_the_step_variables(
     folder = env["SHOAL_WORK_DIR"]
     assert env == {
         **STEP_ENV,
-        "PATH": DEFAULT_PATH,
+        # shoal-artifact comes first on the PATH; its folder is the step's own.
+        "PATH": f"{folder}/.shoal/bin:{DEFAULT_PATH}",
+        "SHOAL_ARTIFACTS_DIR": f"{folder}/.shoal/artifacts",
         "HOME": folder,
         "LANG": "C.UTF-8",
         "PYTHONUNBUFFERED": "1",
@@ -108,13 +110,14 @@ def test_the_step_runs_in_a_fresh_private_folder_that_is_removed_afterwards(work
     second, log2 = run_step(request(work_root, script))
 
     assert first.outcome == second.outcome == "success"
-    cwd1, mode, work_dir, listing = log1.texts("stdout")
+    cwd1, mode, work_dir, *listing = log1.texts("stdout")
     cwd2 = log2.texts("stdout")[0]
     assert cwd1 == work_dir
     assert Path(cwd1).parent == work_root
     assert cwd1 != cwd2
     assert mode == "700"
-    assert listing == "script.sh"  # the script is a file there, nothing else
+    # The script is a file there, and .shoal/ holds shoal-artifact; nothing else.
+    assert listing == [".shoal", "script.sh"]
     assert not Path(cwd1).exists()
     assert list(work_root.iterdir()) == []
 

@@ -137,3 +137,51 @@ def test_deleting_the_worker_disconnects_its_agent_for_good(server: ServerProces
 
     asyncio.run(scenario())
     assert "Authorization Violation" in hello(reg, reg["nats_password"])
+
+
+def test_an_agent_may_read_packages_but_not_write_them_or_read_artifacts(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """The packages object store is read-only for agents, and the only JetStream call it
+    needs (STREAM.MSG.GET on that bucket's stream) is the only one it gets."""
+    from adapters.nats.bus import NatsBus
+    from adapters.nats.objects import ObjectFiles
+
+    data = b"package bytes " * 20_000  # several object-store chunks
+    with server.client() as c:
+        reg = register(c, "perm-packages")["registration"]
+        pushed = c.post("/api/packages", data={"id": "perm-pkg", "version": "1"},
+                        files={"file": ("p.bin", data)})
+    assert pushed.status_code == 201, pushed.text
+    sha = pushed.json()["sha256"]
+
+    async def scenario() -> list[str]:
+        bus = NatsBus(connect_timeout=3)
+        await bus.start(reg["nats_urls"], "perm-packages", user=reg["nats_user"],
+                        password=reg["nats_password"], inbox_prefix=reg["inbox_prefix"])
+        try:
+            await ObjectFiles(bus, "shoal-packages").fetch(sha, tmp_path / "fetched")
+        finally:
+            await bus.stop()
+        errors: list[str] = []
+        nc = await connect(reg, errors)
+        try:
+            await nc.publish("$O.shoal-packages.C.evil", b"x")  # an object-store put's chunk
+            await nc.publish("$O.shoal-packages.M.ZXZpbA==", b"{}")  # and its meta
+            await nc.publish("$JS.API.STREAM.MSG.DELETE.OBJ_shoal-packages", b'{"seq": 1}')
+            await nc.publish("$JS.API.STREAM.PURGE.OBJ_shoal-packages", b"{}")
+            await nc.publish("$JS.API.STREAM.MSG.GET.OBJ_shoal-artifacts", b'{"seq": 1}')
+            await nc.publish("$JS.API.CONSUMER.CREATE.OBJ_shoal-packages", b"{}")
+            await nc.flush()
+            await asyncio.sleep(0.3)
+        finally:
+            await nc.close()
+        return errors
+
+    errors = " | ".join(asyncio.run(scenario())).lower()
+    assert (tmp_path / "fetched").read_bytes() == data
+    refused = ("$o.shoal-packages.c.evil", "$o.shoal-packages.m.zxzpba==",
+               "$js.api.stream.msg.delete.obj_shoal-packages", "$js.api.stream.purge.obj_shoal-packages",
+               "$js.api.stream.msg.get.obj_shoal-artifacts", "$js.api.consumer.create.obj_shoal-packages")
+    for subject in refused:
+        assert f'publish to "{subject}"' in errors, f"no permissions violation for {subject}: {errors}"

@@ -58,6 +58,8 @@ def busy_history(app: Shoal) -> dict[str, UUID]:
     app.update_task(task.id, lambda t: t.assign(step, green, None, "built-in worker", TESTER))
     app.update_task(task.id, lambda t: t.mark_started(step, 4242, TESTER))
     app.append_log(task.id, step, [["2026-01-01T00:00:00Z", "stdout", "hi"]], actor=TESTER)
+    app.store_artifact(task.id, step, "out.txt", 3, "ab" * 32, actor=TESTER)
+    app.push_package("app", "1.0", sha256="cd" * 32, size=9, file_name="app.tgz", actor=TESTER)
     app.update_task(task.id, lambda t: t.finish_step(step, StepState.SUCCESS, 0, "", TESTER))
     app.update_task(task.id, lambda t: t.finish(TaskState.SUCCESS, TESTER))
     return ids

@@ -1,0 +1,149 @@
+"""Artifacts: files a step returns with ``shoal-artifact PATH [NAME]``.
+
+Every step folder gets a hidden ``.shoal/`` with the ``shoal-artifact`` command (first on
+the script's PATH) and the folder it copies files into (``$SHOAL_ARTIFACTS_DIR``). Once
+the step's processes are gone, :func:`collect` checks what is there (names, count, size,
+regular files only, links not followed), copies each into a private staging folder and
+hands it to the runner's artifact sink; the caller removes the step folder afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from agent.ports import Artifact, ArtifactSink
+from domain.artifacts import MAX_ARTIFACT_BYTES, MAX_ARTIFACTS_PER_STEP, name_problem
+
+TOOL_NAME = "shoal-artifact"
+_CHUNK = 1024 * 1024
+
+# POSIX sh, so it runs for whichever user the step runs as. The names it refuses are the
+# ones domain.artifacts.name_problem refuses (which is checked again on collection).
+TOOL_SCRIPT = r"""#!/bin/sh
+# shoal-artifact PATH [NAME]: return the file PATH from this step as an artifact called
+# NAME (default: the file's own name). A name is a plain file name: no '/', no '..'.
+if [ "$#" -lt 1 ] || [ "$#" -gt 2 ]; then
+    echo "usage: shoal-artifact PATH [NAME]" >&2
+    exit 2
+fi
+src=$1
+if [ "$#" -eq 2 ]; then name=$2; else name=$(basename -- "$src"); fi
+case $name in
+    /*) why="absolute paths are not allowed" ;;
+    *..*) why="'..' is not allowed" ;;
+    */*|*\\*) why="'/' is not allowed (artifact names are plain file names)" ;;
+    ""|.) why="it is not a file name" ;;
+    *) why="" ;;
+esac
+if [ -n "$why" ]; then
+    echo "shoal-artifact: artifact name '$name' refused: $why" >&2
+    exit 2
+fi
+if [ ! -f "$src" ]; then
+    echo "shoal-artifact: '$src' is not a file" >&2
+    exit 2
+fi
+if [ -z "${SHOAL_ARTIFACTS_DIR:-}" ] || [ ! -d "$SHOAL_ARTIFACTS_DIR" ]; then
+    echo "shoal-artifact: SHOAL_ARTIFACTS_DIR is not set to a folder" >&2
+    exit 2
+fi
+rm -f -- "$SHOAL_ARTIFACTS_DIR/$name"
+exec cp -- "$src" "$SHOAL_ARTIFACTS_DIR/$name"
+"""
+
+
+class ArtifactNotReturned(Exception):
+    """Raised by an artifact sink when it could not take one artifact (the message says
+    why); the step is then failed, the other artifacts are still returned."""
+
+
+def prepare(folder: Path, owner: tuple[int, int] | None) -> dict[str, str]:
+    """Put the tool and the artifacts folder into the step folder; returns the
+    environment the script needs (``PATH`` prefix and ``SHOAL_ARTIFACTS_DIR``)."""
+    hidden = folder / ".shoal"
+    bin_dir, out_dir = hidden / "bin", hidden / "artifacts"
+    for d in (hidden, bin_dir, out_dir):
+        d.mkdir(mode=0o700)
+    tool = bin_dir / TOOL_NAME
+    fd = os.open(tool, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o500)
+    with os.fdopen(fd, "w") as f:
+        f.write(TOOL_SCRIPT)
+    if owner is not None:
+        for path in (hidden, bin_dir, out_dir, tool):
+            os.chown(path, *owner)
+    return {"SHOAL_ARTIFACTS_DIR": str(out_dir), "SHOAL_TOOLS_DIR": str(bin_dir)}
+
+
+def artifacts_dir(folder: Path) -> Path:
+    """Where ``shoal-artifact`` puts files in a step folder."""
+    return folder / ".shoal" / "artifacts"
+
+
+async def collect(
+    folder: Path, staging_root: Path, sink: ArtifactSink, note: Callable[[str], Awaitable[None]]
+) -> list[str]:
+    """Hand every artifact the step left to ``sink``, in name order; ``note`` gets one
+    log line per artifact. Returns why each artifact that was not returned was not."""
+    source = artifacts_dir(folder)
+    try:
+        names = sorted(os.listdir(source))
+    except FileNotFoundError:
+        return []
+    problems: list[str] = []
+    if len(names) > MAX_ARTIFACTS_PER_STEP:
+        problems.append(f"the step left {len(names)} artifacts; only the first "
+                        f"{MAX_ARTIFACTS_PER_STEP} are returned")
+        await note(f"artifacts: {problems[-1]}")
+        names = names[:MAX_ARTIFACTS_PER_STEP]
+    staging = Path(tempfile.mkdtemp(prefix="artifacts-", dir=staging_root))
+    try:
+        for name in names:
+            try:
+                artifact = await asyncio.to_thread(_stage, source, name, staging)
+                await sink(artifact)
+            except ArtifactNotReturned as exc:
+                problems.append(f"artifact {name!r} not returned: {exc}")
+                await note(problems[-1])
+                continue
+            await note(f"artifact {name!r} returned ({artifact.size} bytes, SHA-256 {artifact.sha256})")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return problems
+
+
+def _stage(source: Path, name: str, staging: Path) -> Artifact:
+    """Check one artifact and copy it to ``staging`` (read through a descriptor opened
+    without following links, so a step cannot return a file only the worker may read)."""
+    problem = name_problem(name)
+    if problem is not None:
+        raise ArtifactNotReturned(f"its name is refused: {problem}")
+    try:
+        fd = os.open(source / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ArtifactNotReturned(f"cannot open it: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as src:
+        st = os.fstat(src.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ArtifactNotReturned("it is not a regular file")
+        if st.st_nlink != 1:
+            raise ArtifactNotReturned("it has other hard links")
+        if st.st_size > MAX_ARTIFACT_BYTES:
+            raise ArtifactNotReturned(f"it is larger than {MAX_ARTIFACT_BYTES} bytes")
+        copy = staging / f"{len(os.listdir(staging))}"
+        digest = hashlib.sha256()
+        size = 0
+        with copy.open("wb") as out:
+            while chunk := src.read(_CHUNK):
+                size += len(chunk)
+                if size > MAX_ARTIFACT_BYTES:
+                    raise ArtifactNotReturned(f"it is larger than {MAX_ARTIFACT_BYTES} bytes")
+                digest.update(chunk)
+                out.write(chunk)
+    return Artifact(name=name, path=copy, size=size, sha256=digest.hexdigest())
