@@ -1,0 +1,88 @@
+"""The report intake against a real nats-server and a real store: reports become Task
+events in order, and forged, stale or malformed ones change nothing and are logged."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from adapters.nats import subjects
+from adapters.workers.reports import ReportIntake
+from domain.app import Shoal
+from domain.messages import Report, encode
+from domain.plan import StepState, TaskState
+from domain.process import Syntax
+from domain.tasklog import TaskLog, log_id
+from domain.workers import CommsStyle
+from tests.helpers import TESTER, rid
+from tests.integration.nats_support import bus_on, embedded, eventually
+
+pytestmark = pytest.mark.integration
+STEP = "Run script"
+
+
+def assigned_task(app: Shoal) -> tuple[UUID, UUID, int]:
+    worker = app.register_worker(name=rid("w"), pool_ids=(app.default_pool_id(),),
+                                 comms_style=CommsStyle.POLLING, actor=TESTER).aggregate.id
+    task = app.queue_script(syntax=Syntax.BASH, script_body="echo", actor=TESTER).aggregate.id
+    app.update_task(task, lambda t: t.start("n1", TESTER))
+    saved = app.update_task(task, lambda t: t.assign(STEP, None, worker, "w", TESTER))
+    token = saved.aggregate.run_of(STEP).assignment
+    assert token is not None
+    return task, worker, token
+
+
+def test_reports_are_recorded_and_forgeries_refused(
+    tmp_path: Path, app: Shoal, caplog: pytest.LogCaptureFixture
+) -> None:
+    task_id, worker_id, token = assigned_task(app)
+    intruder = str(UUID(int=7))
+    changed: list[UUID] = []
+
+    def report(kind: str, seq: int, **more: object) -> Report:
+        return Report(str(worker_id), str(task_id), STEP, token, kind, seq, **more)  # type: ignore[arg-type]
+
+    async def body() -> None:
+        async with embedded(tmp_path) as nats, bus_on(nats.url, "server") as bus:
+            await bus.ensure_streams()
+            intake = ReportIntake(app, bus, changed.append)
+            await intake.start()
+            try:
+                out = subjects.reports(str(worker_id))
+                # A report naming the worker, sent on someone else's subject...
+                forged = report("finished", 9, outcome="success", exit_code=0)
+                await bus.js_publish(subjects.reports(intruder), encode(forged), "f1")
+                # ...garbage, a stale token, then the real ones in order.
+                await bus.js_publish(out, b"{not json", "g1")
+                stale = Report(str(worker_id), str(task_id), STEP, token - 1, "finished", 0,
+                               outcome="success")
+                await bus.js_publish(out, encode(stale), "s1")
+                for r in (report("started", 0, pid=4),
+                          report("log", 1, lines=(("2026-11-22T00:00:00+00:00", "stdout", "hello"),)),
+                          report("finished", 2, outcome="failed", exit_code=3, reason="exit code 3")):
+                    await bus.js_publish(out, encode(r), r.message_id())
+                # The same report again (a retry after a reconnect) counts once.
+                again = report("started", 0, pid=4)
+                await bus.js_publish(out, encode(again), again.message_id())
+                await eventually(lambda: app.get_task(task_id).state.is_final, timeout=10,
+                                 what="the task to end")
+            finally:
+                await intake.stop()
+
+    caplog.set_level(logging.WARNING, logger="shoal.workers")
+    asyncio.run(body())
+    task = app.get_task(task_id)
+    run = task.run_of(STEP)
+    assert (run.state, run.exit_code, task.state) == (StepState.FAILED, 3, TaskState.FAILED)
+    assert changed and set(changed) == {task_id}
+    log = app.repository.get(log_id(task_id))
+    assert isinstance(log, TaskLog) and log.line_count == 1
+    refused = [r.__dict__.get("reason", "") for r in caplog.records if r.getMessage() == "report refused"]
+    assert any("names worker" in why for why in refused), refused
+    assert any("not JSON" in why for why in refused), refused
+    assert any("stale assignment" in why for why in refused), refused
+
