@@ -79,7 +79,7 @@ def test_reports_are_recorded_and_forgeries_refused(
     run = task.run_of(STEP)
     assert (run.state, run.exit_code, task.state) == (StepState.FAILED, 3, TaskState.FAILED)
     assert changed and set(changed) == {task_id}
-    log = app.repository.get(log_id(task_id))
+    log: object = app.repository.get(log_id(task_id))
     assert isinstance(log, TaskLog) and log.line_count == 1
     refused = [r.__dict__.get("reason", "") for r in caplog.records if r.getMessage() == "report refused"]
     assert any("names worker" in why for why in refused), refused
