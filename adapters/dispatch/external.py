@@ -5,11 +5,13 @@ become (adapters/workers/reports.py) until it ends, is taken back, or is cancell
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING
 from uuid import UUID
 
 from adapters.workers.gateway import Sent, WorkerUnavailable
+from domain.errors import NotFound
 from domain.messages import CancelStep, ExecStep, PackageRef
 from domain.plan import StepState
 from domain.process import Step
@@ -23,6 +25,8 @@ CANCEL_GRACE_S = 10.0
 # A worker enforces the step's timeout itself; the server waits this much longer for the
 # worker's last word before deciding alone.
 TIMEOUT_GRACE_S = 30.0
+# After a worker refused a step (it answered, but no), before the step is routed again.
+REFUSED_PAUSE_S = 1.0
 
 
 class ExternalStep:
@@ -61,18 +65,30 @@ class ExternalStep:
             expires_at=time.time() + ctx.wait_limit_s,
             packages=self.packages,
         )
-        comms = (await asyncio.to_thread(ctx.app.get_worker, self.worker_id)).comms_style
         try:
+            comms = (await asyncio.to_thread(ctx.app.get_worker, self.worker_id)).comms_style
             sent = await ctx.hub.gateway.exec(comms, instruction)
+        except NotFound:
+            await self._take_back("it was deregistered")
+            return None
         except WorkerUnavailable as exc:
-            reason = f"worker {self.worker_name!r} could not take the step: {exc}"
-            await run._update(lambda t: t.requeue(step.name, reason, ctx.actor))
+            await self._take_back(str(exc))
             if exc.offline:
-                await asyncio.to_thread(
-                    ctx.app.record_worker_offline, self.worker_id, str(exc), actor=ctx.actor
-                )
+                with contextlib.suppress(NotFound):
+                    await asyncio.to_thread(
+                        ctx.app.record_worker_offline, self.worker_id, str(exc), actor=ctx.actor
+                    )
+            else:
+                # It answered no (e.g. at capacity): give it a moment before routing again,
+                # rather than asking it again at once and recording a refusal each time.
+                await asyncio.sleep(REFUSED_PAUSE_S)
             return None
         return await self.follow(current.assignment, sent)
+
+    async def _take_back(self, why: str) -> None:
+        ctx, name = self.run_.ctx, self.step.name
+        reason = f"worker {self.worker_name!r} could not take the step: {why}"
+        await self.run_._update(lambda t: t.requeue(name, reason, ctx.actor))
 
     async def follow(self, assignment: int, sent: Sent | None) -> StepState | None:
         """Wait for the step of this assignment to end; handle cancel and a silent worker."""
