@@ -37,3 +37,14 @@ def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     tests (they change server-wide settings, so they do not share the `server` fixture)."""
     with served(request, tmp_path_factory.mktemp("shoal")) as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server of this module's own on SQLite (modules whose tests share one server but
+    need not run on both back ends)."""
+    proc = ServerProcess(tmp_path_factory.mktemp("shoal")).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()

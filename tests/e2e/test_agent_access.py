@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +21,8 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("shoal")).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
+def server(sqlite_server: ServerProcess) -> ServerProcess:
+    return sqlite_server
 
 
 def register(c: httpx.Client, name: str, style: str = "listening") -> dict[str, Any]:

@@ -48,12 +48,8 @@ def push(c: httpx.Client, package_id: str, version: str, data: bytes, file_name:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("shoal")).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
+def server(sqlite_server: ServerProcess) -> ServerProcess:
+    return sqlite_server
 
 
 @pytest.fixture(scope="module")

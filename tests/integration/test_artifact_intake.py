@@ -17,30 +17,16 @@ from adapters.nats.objects import ObjectFiles, artifact_object, ensure_buckets
 from adapters.workers.reports import ReportIntake
 from domain.app import Shoal
 from domain.messages import Report, encode
-from domain.process import Syntax
 from domain.tasklog import log_id
-from domain.workers import CommsStyle
-from tests.helpers import TESTER, rid
+from tests.helpers import assigned_script_task
 from tests.integration.nats_support import bus_on, embedded, eventually
 
 pytestmark = pytest.mark.integration
 STEP = "Run script"
 
 
-def assigned_task(app: Shoal) -> tuple[UUID, UUID, int]:
-    """A running script task whose step is assigned to a polling worker."""
-    worker = app.register_worker(name=rid("w"), pool_ids=(app.default_pool_id(),),
-                                 comms_style=CommsStyle.POLLING, actor=TESTER).aggregate.id
-    task = app.queue_script(syntax=Syntax.BASH, script_body="echo", actor=TESTER).aggregate.id
-    app.update_task(task, lambda t: t.start("n1", TESTER))
-    saved = app.update_task(task, lambda t: t.assign(STEP, None, worker, "w", TESTER))
-    token = saved.aggregate.run_of(STEP).assignment
-    assert token is not None
-    return task, worker, token
-
-
 def test_artifacts_are_assembled_checked_and_stored(tmp_path: Path, app: Shoal) -> None:
-    task_id, worker_id, token = assigned_task(app)
+    task_id, worker_id, token = assigned_script_task(app)
     other = str(UUID(int=9))
     good = b"0123456789" * 60_000  # three parts
     seq = iter(range(100))

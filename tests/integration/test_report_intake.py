@@ -15,31 +15,18 @@ from adapters.workers.reports import ReportIntake
 from domain.app import Shoal
 from domain.messages import Report, encode
 from domain.plan import StepState, TaskState
-from domain.process import Syntax
 from domain.tasklog import TaskLog, log_id
-from domain.workers import CommsStyle
-from tests.helpers import TESTER, rid
+from tests.helpers import assigned_script_task
 from tests.integration.nats_support import bus_on, embedded, eventually
 
 pytestmark = pytest.mark.integration
 STEP = "Run script"
 
 
-def assigned_task(app: Shoal) -> tuple[UUID, UUID, int]:
-    worker = app.register_worker(name=rid("w"), pool_ids=(app.default_pool_id(),),
-                                 comms_style=CommsStyle.POLLING, actor=TESTER).aggregate.id
-    task = app.queue_script(syntax=Syntax.BASH, script_body="echo", actor=TESTER).aggregate.id
-    app.update_task(task, lambda t: t.start("n1", TESTER))
-    saved = app.update_task(task, lambda t: t.assign(STEP, None, worker, "w", TESTER))
-    token = saved.aggregate.run_of(STEP).assignment
-    assert token is not None
-    return task, worker, token
-
-
 def test_reports_are_recorded_and_forgeries_refused(
     tmp_path: Path, app: Shoal, caplog: pytest.LogCaptureFixture
 ) -> None:
-    task_id, worker_id, token = assigned_task(app)
+    task_id, worker_id, token = assigned_script_task(app)
     intruder = str(UUID(int=7))
     changed: list[UUID] = []
 

@@ -9,11 +9,10 @@ import pytest
 from domain.actors import Actor, ActorKind
 from domain.app import Shoal
 from domain.plan import StepState, TaskState
-from domain.process import Syntax
 from domain.reports import StepReport, refusal
 from domain.tasklog import TaskLog, log_id
 from domain.tasks import StepRun
-from domain.workers import CommsStyle
+from tests.helpers import assigned_script_task
 from tests.unit.support import ALICE, events_after, head
 
 STEP = "Run script"
@@ -21,20 +20,6 @@ STEP = "Run script"
 
 def agent(worker_id: UUID) -> Actor:
     return Actor(ActorKind.AGENT, str(worker_id), "w")
-
-
-def assigned(app: Shoal) -> tuple[UUID, UUID, int]:
-    """A running script task whose step is assigned to a fresh worker: (task, worker, token)."""
-    worker_id = app.register_worker(
-        name=f"w-{uuid4().hex[:6]}", pool_ids=(app.default_pool_id(),),
-        comms_style=CommsStyle.LISTENING, actor=ALICE,
-    ).aggregate.id
-    task_id = app.queue_script(syntax=Syntax.BASH, script_body="echo hi", actor=ALICE).aggregate.id
-    app.update_task(task_id, lambda t: t.start("n1", ALICE))
-    saved = app.update_task(task_id, lambda t: t.assign(STEP, None, worker_id, "w", ALICE))
-    token = saved.aggregate.run_of(STEP).assignment
-    assert token is not None
-    return task_id, worker_id, token
 
 
 @pytest.mark.parametrize(
@@ -59,7 +44,7 @@ def test_refusal(run: StepRun | None, worker: UUID, token: int, expected: str | 
 
 
 def test_started_log_finished_become_events_in_one_save_each(app: Shoal) -> None:
-    task_id, worker_id, token = assigned(app)
+    task_id, worker_id, token = assigned_script_task(app)
     before = head(app)
 
     _, refused = app.apply_reports(task_id, worker_id, [
@@ -79,7 +64,7 @@ def test_started_log_finished_become_events_in_one_save_each(app: Shoal) -> None
 
 
 def test_reports_from_another_worker_or_old_assignment_change_nothing(app: Shoal) -> None:
-    task_id, worker_id, token = assigned(app)
+    task_id, worker_id, token = assigned_script_task(app)
     intruder = uuid4()
     before = head(app)
 
@@ -96,7 +81,7 @@ def test_reports_from_another_worker_or_old_assignment_change_nothing(app: Shoal
 
 
 def test_a_requeued_step_voids_the_old_token(app: Shoal) -> None:
-    task_id, worker_id, token = assigned(app)
+    task_id, worker_id, token = assigned_script_task(app)
     app.update_task(task_id, lambda t: t.requeue(STEP, "worker lost", ALICE))
 
     _, refused = app.apply_reports(task_id, worker_id, [
@@ -108,7 +93,7 @@ def test_a_requeued_step_voids_the_old_token(app: Shoal) -> None:
 
 
 def test_a_log_without_its_started_report_still_marks_the_step_running(app: Shoal) -> None:
-    task_id, worker_id, token = assigned(app)
+    task_id, worker_id, token = assigned_script_task(app)
 
     app.apply_reports(task_id, worker_id, [
         StepReport(STEP, token, "log", lines=(["t", "stdout", "x"],))], actor=agent(worker_id))
@@ -117,7 +102,7 @@ def test_a_log_without_its_started_report_still_marks_the_step_running(app: Shoa
 
 
 def test_requeue_needs_an_assigned_step(app: Shoal) -> None:
-    task_id, worker_id, token = assigned(app)
+    task_id, worker_id, token = assigned_script_task(app)
     app.apply_reports(task_id, worker_id, [StepReport(STEP, token, "started", pid=1)],
                       actor=agent(worker_id))
 

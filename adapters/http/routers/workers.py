@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -12,7 +11,7 @@ from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
 
 from adapters.http.deps import App, Container, Views, require, wait_for
 from adapters.http.schemas import Page, Request, Skip, Take, not_found, parse_id, position_header
-from adapters.workers.hub import AGENT_STYLES
+from adapters.workers.hub import AGENT_STYLES, AgentRegistration
 from domain.actors import Actor
 from domain.app import Shoal
 from domain.errors import NotFound, Rejected
@@ -129,22 +128,12 @@ def list_(
     return Page[WorkerOut](items=[_out(r, heard) for r in rows], total=total)
 
 
-class AgentRegistrationOut(BaseModel):
-    """How a registering agent reaches NATS, shown once: keep it secret."""
-
-    worker_id: str
-    nats_urls: list[str]
-    nats_user: str
-    nats_password: str
-    inbox_prefix: str
-    work_consumer: str
-    server_key: str = Field(description="The public key instructions are signed with: pin it")
-
-
 class WorkerRegistered(WorkerOut):
     """A new worker; agents (listening, polling) also get their registration."""
 
-    registration: AgentRegistrationOut | None = None
+    registration: AgentRegistration | None = Field(
+        None, description="How the agent reaches NATS, shown once: keep it secret"
+    )
 
 
 def _register_sync(app: Shoal, container: Any, body: WorkerCreate, actor: Actor) -> tuple[Any, str | None]:
@@ -174,8 +163,7 @@ async def register(
     worker = saved.aggregate
     registration = None
     if body.comms_style in AGENT_STYLES:
-        reg = await container.hub.activate(worker.id, body.comms_style, password)
-        registration = AgentRegistrationOut(**dataclasses.asdict(reg))
+        registration = await container.hub.activate(worker.id, body.comms_style, password)
     response.headers.update(position_header(saved.position))
     out = await asyncio.to_thread(_read, container.views, str(worker.id))
     return WorkerRegistered(**out.model_dump(), registration=registration)
