@@ -13,8 +13,9 @@ from domain.plan import StepState
 from domain.process import Action, Step, Syntax, check_process
 from domain.reports import StepReport
 from domain.tasks import Task
+from tests.helpers import assigned_script_task as assigned
 from tests.unit.support import ALICE, events_after, head, replay
-from tests.unit.test_step_reports import STEP, agent, assigned
+from tests.unit.test_step_reports import STEP, agent
 
 SHA = "ab" * 32
 
