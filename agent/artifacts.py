@@ -96,6 +96,8 @@ async def collect(
         names = sorted(os.listdir(source))
     except FileNotFoundError:
         return []
+    if not names:
+        return []  # the common case: no staging folder to make and remove
     problems: list[str] = []
     if len(names) > MAX_ARTIFACTS_PER_STEP:
         problems.append(f"the step left {len(names)} artifacts; only the first "

@@ -105,16 +105,21 @@ def remove_tree(folder: Path) -> None:
     _rmtree(str(folder), retry)
 
 
-def _remove_flat(folder: Path) -> bool:
-    """The common case cheaply: a folder holding only files (the script, maybe some
-    output). False (nothing lost) when it holds more, so the careful path runs."""
+def _remove_flat(folder: Path | str, depth: int = 0) -> bool:
+    """The common case cheaply: a small tree of ordinary permissions (the script, the
+    tools folder, some output), removed with one scandir per folder, where rmtree's
+    descriptor-safe walk costs several times more. False (what is left stays) on anything
+    unusual — a deep tree, a read-only folder — so the careful path finishes the job."""
+    if depth > 3:
+        return False
     try:
         with os.scandir(folder) as entries:
-            found = list(entries)
-        if any(e.is_dir(follow_symlinks=False) for e in found):
-            return False
-        for entry in found:
-            os.unlink(entry.path)
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if not _remove_flat(entry.path, depth + 1):
+                        return False
+                else:
+                    os.unlink(entry.path)
         os.rmdir(folder)
     except OSError:
         return False
