@@ -87,13 +87,27 @@ class Dispatcher:
         actor = self.ctx.actor
         return lambda task: task.finish_step(step, StepState.FAILED, None, SERVER_STOPPED, actor)
 
-    def _spawn(self, task_id: UUID, task: Task | None = None) -> None:
+    def _spawn(self, task_id: UUID, task: Task | None = None, claim: bool = False) -> None:
         run = TaskRun(self.ctx, task_id)
         self.runs[task_id] = run
-        self._tasks[task_id] = asyncio.create_task(self._run(run, task), name=f"task-{task_id}")
+        self._tasks[task_id] = asyncio.create_task(self._run(run, task, claim), name=f"task-{task_id}")
 
-    async def _run(self, run: TaskRun, task: Task | None) -> None:
+    def _claim(self, task_id: UUID) -> Task | None:
+        """Take a queued task for this node; None when it was cancelled meanwhile or
+        another node took it first (optimistic concurrency decides)."""
         try:
+            return self.ctx.app.update_task(task_id, lambda t: t.start(self.node, self.ctx.actor)).aggregate
+        except (InvalidTransition, NotFound):
+            return None
+
+    async def _run(self, run: TaskRun, task: Task | None, claim: bool = False) -> None:
+        try:
+            if claim:
+                # Claimed inside the run, so the claims of a burst are saved concurrently
+                # (and grouped into few commits) rather than one after another.
+                task = await asyncio.to_thread(self._claim, run.task_id)
+                if task is None:
+                    return
             state = await run.run(task)
             log.info("task finished", extra={"task_id": str(run.task_id), "state": state.value})
         except asyncio.CancelledError:
@@ -120,21 +134,23 @@ class Dispatcher:
         free = self.task_cap - len(self.runs)
         if free <= 0:
             return
-        # The queue is a read model: let it include what this node just queued.
-        await self.ctx.watch.wait_async(self.ctx.app.last_position, 1.0)
-        ids = await asyncio.to_thread(queued_task_ids, self.ctx.views, free)
+        # The queue is a read model. When it already holds enough, take those at once;
+        # otherwise let it catch up with what this node just queued, and look again.
+        ids = await self._queued(free + len(self.runs))
+        if len(ids) < free + len(self.runs):
+            await self.ctx.watch.wait_async(self.ctx.app.last_position, 1.0)
+            ids = await self._queued(free + len(self.runs))
         for raw in ids:
             task_id = UUID(raw)
             if task_id in self.runs:
-                continue
-            try:
-                saved = await asyncio.to_thread(
-                    self.ctx.app.update_task, task_id,
-                    lambda t: t.start(self.node, self.ctx.actor),
-                )
-            except (InvalidTransition, NotFound):
-                continue  # cancelled meanwhile, or taken by another node
-            self._spawn(task_id, saved.aggregate)
+                continue  # being claimed by this node; the read model has not seen it yet
+            self._spawn(task_id, claim=True)
+            free -= 1
+            if free == 0:
+                return
+
+    async def _queued(self, limit: int) -> list[str]:
+        return await asyncio.to_thread(queued_task_ids, self.ctx.views, limit)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking tasks; stop running steps (recorded as stopped); wait for that."""
