@@ -200,10 +200,10 @@ class TaskRun:
                 lambda t: t.assign(step.name, pool.id, None, BUILT_IN_WORKER_NAME, actor)
             )
         elif isinstance(decision, RunOnWorker):
-            self.ctx.hub.count(decision.worker_id, +1)
             self._update_sync(
                 lambda t: t.assign(step.name, pool.id, decision.worker_id, decision.worker_name, actor)
             )
+            self.ctx.hub.count(decision.worker_id, +1)  # undone when the step leaves it
         return decision, pool.name, config.run_as_user
 
     async def _script(self, step: Step) -> StepState:
