@@ -25,8 +25,6 @@ CANCEL_GRACE_S = 10.0
 # A worker enforces the step's timeout itself; the server waits this much longer for the
 # worker's last word before deciding alone.
 TIMEOUT_GRACE_S = 30.0
-# After a worker refused a step (it answered, but no), before the step is routed again.
-REFUSED_PAUSE_S = 1.0
 
 
 class ExternalStep:
@@ -79,9 +77,9 @@ class ExternalStep:
                         ctx.app.record_worker_offline, self.worker_id, str(exc), actor=ctx.actor
                     )
             else:
-                # It answered no (e.g. at capacity): give it a moment before routing again,
+                # It answered no (at capacity, or it could not verify us): route to others,
                 # rather than asking it again at once and recording a refusal each time.
-                await asyncio.sleep(REFUSED_PAUSE_S)
+                self.run_.refused[self.worker_id] = time.monotonic()
             return None
         return await self.follow(current.assignment, sent)
 

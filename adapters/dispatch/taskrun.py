@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import smtplib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +48,8 @@ from projections.watch import PositionWatch
 log = logging.getLogger("shoal.dispatch")
 
 SERVER_STOPPED = "server stopped during step"
+# How long a worker that refused a step of a task is passed over for that task's steps.
+REFUSAL_MEMORY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,9 @@ class TaskRun:
         # The task as this run last saved it: the run is normally its only writer, so it
         # changes a copy of this instead of reading the store again.
         self.known: Task | None = None
+        # Workers that answered "no" to a step of this task (e.g. a signature they could
+        # not verify), and when: passed over for a while rather than asked again at once.
+        self.refused: dict[UUID, float] = {}
 
     # -- writing, off the event loop -------------------------------------------------------
 
@@ -172,13 +178,17 @@ class TaskRun:
     def _candidates(self, pool_id: UUID) -> tuple[Candidate, ...]:
         rows = members_of(self.ctx.views, str(pool_id))
         load = self.ctx.hub.load
+        now = time.monotonic()
+        passed_over = {w for w, at in self.refused.items() if now - at < REFUSAL_MEMORY_S}
         return tuple(
             Candidate(
                 worker_id=UUID(r["worker_id"]), name=r["worker_name"],
                 health=HealthStatus(r["health_status"]), is_disabled=r["is_disabled"],
                 # The read model trails this node's own latest assignments.
                 capacity=r["capacity"], running=max(r["running"], load.get(r["worker_id"], 0)),
-                online=r["online"],
+                # One that refused is counted as offline: it still counts as a member
+                # (so the pool is not "empty"), it just gets no step for a while.
+                online=r["online"] and UUID(r["worker_id"]) not in passed_over,
             )
             for r in rows
         )

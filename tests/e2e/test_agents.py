@@ -3,6 +3,7 @@ and run through the CLI, over the server's embedded nats-server."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -15,9 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
+from domain.signing import load_private_key, new_private_key_pem, public_key_text
 from tests.e2e.agents import AgentProcess
 from tests.e2e.server import SHOAL, ServerProcess
-from tests.e2e.tasks_support import lines_of, log, script, step, wait_step, wait_task
+from tests.e2e.tasks_support import lines_of, log, script, step, task, wait_step, wait_task
 from tests.helpers import rid
 
 pytestmark = pytest.mark.e2e
@@ -303,3 +305,28 @@ def test_last_seen_follows_the_heartbeats(server: ServerProcess, agents: Any) ->
         listed = [w for w in c.get("/api/workers").json()["items"] if w["id"] == agent.worker_id]
     assert first is not None and later > first
     assert listed[0]["last_seen"] >= later
+
+
+def test_an_agent_that_cannot_verify_the_server_refuses_and_is_passed_over(
+    server: ServerProcess, agents: Any
+) -> None:
+    with server.client() as c:
+        pool = new_pool(c)
+        agent = agents(pool, "listening")
+        # The agent pinned some other server's key: nothing this server signs verifies.
+        registration = agent.home / "registration.json"
+        data = json.loads(registration.read_text())
+        data["server_key"] = public_key_text(load_private_key(new_private_key_pem()))
+        registration.write_text(json.dumps(data))
+        agent.start()
+        tid = script(c, "echo must-not-run", worker_pool_id=pool)["id"]
+        time.sleep(3)
+        t = task(c, tid)
+        requeued = [e for e in c.get("/api/events", params={"type": "Task.StepRequeued"}).json()
+                    ["items"] if e["aggregate_id"] == tid]
+        assert c.post(f"/api/tasks/{tid}/cancel").status_code == 200
+        text = log(c, tid)
+    assert t["steps"][0]["state"] == "waiting", t
+    assert len(requeued) == 1 and "refused" in requeued[0]["data"]["reason"], requeued
+    assert "must-not-run" not in lines_of(text, "Run script")
+    assert "refused instruction" in agent.output()
