@@ -8,7 +8,6 @@ from domain.actors import SYSTEM, Actor
 from domain.app.base import CommandsBase, Saved, command
 from domain.configuration import CONFIGURATION_ID, Configuration, Smtp
 
-
 NONE_REMEMBERED_S = 1.0
 
 
