@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import smtplib
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -82,13 +83,22 @@ class TaskRun:
         # Workers that answered "no" to a step of this task (e.g. a signature they could
         # not verify), and when: passed over for a while rather than asked again at once.
         self.refused: dict[UUID, float] = {}
+        # Parallel steps of one task all write the same aggregate: one at a time, or
+        # their saves conflict (and enough of them exhaust the retries).
+        self._writing = threading.Lock()
+        self._logging = threading.Lock()
 
     # -- writing, off the event loop -------------------------------------------------------
 
     def _update_sync(self, change: Callable[[Task], None]) -> Task:
-        saved = self.ctx.app.update_known_task(self.known, self.task_id, change)
-        self.known = saved.aggregate
-        return saved.aggregate
+        with self._writing:
+            saved = self.ctx.app.update_known_task(self.known, self.task_id, change)
+            self.known = saved.aggregate
+            return saved.aggregate
+
+    def _append_log(self, step: str, batch: list[list[str]]) -> None:
+        with self._logging:  # parallel steps share the task's log aggregate too
+            self.ctx.app.append_log(self.task_id, step, batch, actor=self.ctx.actor)
 
     async def _update(self, change: Callable[[Task], None]) -> Task:
         return await asyncio.to_thread(self._update_sync, change)
@@ -297,7 +307,7 @@ class TaskRun:
 
         async def sink(lines: Sequence[LogLine]) -> None:
             batch = [[_iso(line.at), line.stream, line.text] for line in lines]
-            await asyncio.to_thread(app.append_log, self.task_id, name, batch, actor=actor)
+            await asyncio.to_thread(self._append_log, name, batch)
 
         async def started(pid: int) -> None:
             await self._update(lambda t: t.mark_started(name, pid, actor))

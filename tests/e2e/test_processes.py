@@ -64,6 +64,19 @@ def test_with_previous_steps_run_at_the_same_time(srv: OptionServer) -> None:
     assert last["started"] >= max(step(done, "left")["finished"], step(done, "right")["finished"])
 
 
+def test_many_parallel_steps_all_run_and_all_log(srv: OptionServer) -> None:
+    # Every step of a group writes the same task (and its log) at once.
+    steps = [sh(f"p{i}", f'echo "line from p{i}"; echo "more from p{i}"',
+                start="after_previous" if i == 0 else "with_previous") for i in range(40)]
+    with srv.client() as c:
+        p = project(c, rid("wide"), steps)
+        done = wait_task(c, run(c, p["id"])["id"], timeout=60)
+        text = log(c, done["id"])
+    assert done["state"] == "success", [s["reason"] for s in done["steps"] if s["state"] != "success"]
+    for i in range(40):
+        assert lines_of(text, f"p{i}") == [f"line from p{i}", f"more from p{i}"]
+
+
 def test_a_failure_skips_success_steps_and_runs_failure_and_always_steps(srv: OptionServer) -> None:
     steps = [
         sh("ok", "echo fine"),
