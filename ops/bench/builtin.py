@@ -2,7 +2,9 @@
 
 Measures, on SQLite (default) or PostgreSQL (--postgres URL):
   * trivial steps per second: N ad-hoc `true` scripts queued over HTTP at once, from the
-    first POST to the last task finished (the server's task cap is raised to --cap);
+    first POST to the last task finished (the server's task cap is raised to --cap), each
+    a task of its own; and the same for the parallel steps of one deployment process
+    (--process-steps `true` steps started together), which pays the task's own events once;
   * pickup latency: Task.StepAssigned -> Task.StepStarted (process running), p50/p99,
     from the events' own timestamps;
 and, in the same run, the raw baseline: spawning `bash script.sh` (a file holding `true`)
@@ -94,6 +96,28 @@ async def run_one_at_a_time(url: str, key: str, n: int) -> set[str]:
     return ids
 
 
+async def run_process(url: str, key: str, n: int, repeats: int = 3) -> float:
+    """A deployment process of n parallel `true` steps (one group), run `repeats` times;
+    the median steps per second, first POST to the task's end."""
+    async with httpx.AsyncClient(base_url=url, headers={"X-Api-Key": key}, timeout=60) as c:
+        project = (await c.post("/api/projects", json={"name": f"bench-{n}"})).json()["id"]
+        steps = [{"name": f"s{i}", "action": "script", "syntax": "bash", "script_body": "true",
+                  "start": "after_previous" if i == 0 else "with_previous"} for i in range(n)]
+        (await c.put(f"/api/projects/{project}/process", json={"steps": steps})).raise_for_status()
+        rates = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            task = (await c.post(f"/api/projects/{project}/runs", json={})).json()["id"]
+            # Polling over HTTP is the point here: it is how a client learns the end.
+            while (state := (await c.get(f"/api/tasks/{task}")).json()["state"]) in (  # noqa: ASYNC110
+                    "queued", "executing"):
+                await asyncio.sleep(0.01)
+            if state != "success":
+                raise SystemExit(f"the process run ended {state}; see the server log")
+            rates.append(n / (time.perf_counter() - started))
+        return sorted(rates)[len(rates) // 2]
+
+
 def pickup_latencies(url: str, key: str, only: set[str] | None = None) -> list[float]:
     def events(kind: str) -> dict[tuple[str, str], datetime]:
         out: dict[tuple[str, str], datetime] = {}
@@ -145,6 +169,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--cap", type=int, default=16)
     parser.add_argument("--quiet", type=int, default=100, help="tasks run one at a time")
+    parser.add_argument("--process-steps", type=int, default=200,
+                        help="parallel steps of one deployment process")
     parser.add_argument("--postgres", default=None, help="postgresql://… (default: SQLite)")
     args = parser.parse_args()
     database_url, schema = args.postgres, None
@@ -166,6 +192,7 @@ def main() -> None:
             burst = pickup_latencies(url, key)
             quiet_ids = asyncio.run(run_one_at_a_time(url, key, args.quiet))
             quiet = pickup_latencies(url, key, quiet_ids)
+            process_s = asyncio.run(run_process(url, key, args.process_steps))
         finally:
             proc.terminate()
             proc.wait(20)
@@ -189,12 +216,15 @@ def main() -> None:
     print(f"{'measurement':<40}{'value':>14}{'baseline':>14}{'ratio':>8}")
     print(f"{'trivial steps/s (' + store + ')':<40}{steps_s:>14,.0f}{bare_s:>14,.0f}"
           f"{steps_s / bare_s:>8.0%}")
+    print(f"{f'  same, {args.process_steps} steps of one process':<40}{process_s:>14,.0f}"
+          f"{bare_s:>14,.0f}{process_s / bare_s:>8.0%}")
     for name, value in rows:
         print(f"{name:<40}{value:>14.1f}")
     print(json.dumps({
         "bench": "builtin", "store": store, "tasks": args.tasks, "task_cap": args.cap,
         "steps_per_s": round(steps_s, 1), "bare_spawns_per_s": round(bare_s, 1),
         "ratio": round(steps_s / bare_s, 3),
+        "process_steps_per_s": round(process_s, 1), "process_ratio": round(process_s / bare_s, 3),
         "pickup_quiet_p50_ms": round(pct(quiet, 0.5) * 1000, 2),
         "pickup_quiet_p99_ms": round(pct(quiet, 0.99) * 1000, 2),
         "pickup_burst_p50_ms": round(pct(burst, 0.5) * 1000, 2),
