@@ -11,19 +11,18 @@ import logging
 import smtplib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
 from adapters.dispatch.external import ExternalStep
 from adapters.dispatch.mail import send_email
+from adapters.dispatch.onserver import SERVER_STOPPED, run_on_server, step_request
 from adapters.dispatch.payloads import UnknownPackage, built_in_artifacts, resolve_packages
 from adapters.nats.objects import ObjectFiles
 from adapters.workers.hub import WorkerHub
-from agent.executor import LogLine, StepExecutor, StepRequest
-from agent.ports import PackageFile
+from agent.executor import LogLine, StepExecutor
 from domain.actors import Actor
 from domain.app import Shoal
 from domain.certificates import parse_pem
@@ -48,7 +47,6 @@ from projections.watch import PositionWatch
 
 log = logging.getLogger("shoal.dispatch")
 
-SERVER_STOPPED = "server stopped during step"
 # How long a worker that refused a step of a task is passed over for that task's steps.
 REFUSAL_MEMORY_S = 30.0
 
@@ -96,7 +94,8 @@ class TaskRun:
             self.known = saved.aggregate
             return saved.aggregate
 
-    def _append_log(self, step: str, batch: list[list[str]]) -> None:
+    def append_log_sync(self, step: str, batch: list[list[str]]) -> None:
+        """Add a batch of the step's log lines (from a worker thread)."""
         with self._logging:  # parallel steps share the task's log aggregate too
             self.ctx.app.append_log(self.task_id, step, batch, actor=self.ctx.actor)
 
@@ -284,48 +283,11 @@ class TaskRun:
     async def _on_built_in(
         self, step: Step, pool_name: str, run_as_user: str | None, packages: tuple[PackageRef, ...]
     ) -> StepState:
-        app, actor, name = self.ctx.app, self.ctx.actor, step.name
-        assert step.syntax is not None and step.script_body is not None
-        request = StepRequest(
-            task_id=str(self.task_id),
-            step_name=name,
-            syntax=step.syntax.value,
-            script=step.script_body,
-            env={
-                "SHOAL_TASK_ID": str(self.task_id),
-                "SHOAL_STEP_NAME": name,
-                "SHOAL_WORKER_NAME": BUILT_IN_WORKER_NAME,
-                "SHOAL_WORKER_POOL": pool_name,
-            },
-            work_root=self.ctx.work_root,
-            timeout_s=step.timeout_s,
-            run_as_user=run_as_user,
-            max_log_bytes=self.ctx.log_limit_bytes,
-            packages=tuple(PackageFile(p.id, p.version, p.sha256, p.file_name) for p in packages),
+        request = step_request(self, step, BUILT_IN_WORKER_NAME, pool_name, packages, run_as_user)
+        artifacts = built_in_artifacts(
+            self.ctx.app, self.ctx.artifacts, self.task_id, step.name, self.ctx.actor
         )
-        artifacts = built_in_artifacts(app, self.ctx.artifacts, self.task_id, name, actor)
-
-        async def sink(lines: Sequence[LogLine]) -> None:
-            batch = [[_iso(line.at), line.stream, line.text] for line in lines]
-            await asyncio.to_thread(self._append_log, name, batch)
-
-        async def started(pid: int) -> None:
-            await self._update(lambda t: t.mark_started(name, pid, actor))
-
-        try:
-            result = await self.ctx.executor.run(request, sink, self.cancel, started, artifacts)
-        except asyncio.CancelledError:
-            # The server is stopping (the executor has killed the step's processes): record
-            # it, so the task does not look as if the step were still running.
-            await asyncio.shield(self._finish_step(name, StepState.FAILED, reason=SERVER_STOPPED))
-            raise
-        outcome = {
-            "success": StepState.SUCCESS,
-            "failed": StepState.FAILED,
-            "timed_out": StepState.TIMED_OUT,
-            "cancelled": StepState.CANCELLED,
-        }[result.outcome]
-        return await self._finish_step(name, outcome, result.exit_code, result.reason)
+        return await run_on_server(self, request, self.ctx.executor, artifacts)
 
     # -- script steps on external workers -----------------------------------------------
 
@@ -407,8 +369,6 @@ class TaskRun:
         )
 
 
-def _iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 __all__ = ["SERVER_STOPPED", "LogLine", "RunContext", "TaskRun"]
