@@ -18,6 +18,7 @@ from adapters.nats.bus import NatsBus
 from adapters.nats.embedded import EmbeddedNats, EmbeddedNatsConfig
 from adapters.nats.objects import ObjectFiles, ensure_buckets
 from adapters.nats.subjects import SERVER_USER
+from adapters.secrets import SecretBox
 from adapters.settings import Settings
 from adapters.store import (
     ApplicationLog,
@@ -54,6 +55,7 @@ class ServerContainer:
     nats: EmbeddedNats | None
     access: AgentAccess | None
     hub: WorkerHub
+    secrets: SecretBox
 
     async def start_transport(self) -> str:
         """Start the embedded nats-server (unless an external one is configured) with the
@@ -175,7 +177,10 @@ def build_server(settings: Settings, **overrides: Any) -> ServerContainer:
         Actor(ActorKind.SYSTEM, f"node:{node}", f"Shoal server ({node})"),
         agent_urls=lambda: agent_urls(settings, nats),
     )
-    return ServerContainer(settings, app, views, runner, listener, executor, bus, nats, access, hub)
+    secrets = overrides.get("secrets") or SecretBox.from_file(settings.secrets_key_file)
+    return ServerContainer(
+        settings, app, views, runner, listener, executor, bus, nats, access, hub, secrets
+    )
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:

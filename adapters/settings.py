@@ -65,3 +65,9 @@ class Settings:
     def admin_key_file(self) -> Path:
         """Where the first start writes the administrator key (mode 0600)."""
         return self.data_dir / "admin-api-key"
+
+    @property
+    def secrets_key_file(self) -> Path:
+        """The key secrets are sealed with at rest, e.g. SSH workers' private keys (mode
+        0600). Nodes that share a database must share this file too."""
+        return self.data_dir / "secrets-key"
