@@ -303,8 +303,13 @@ def test_last_seen_follows_the_heartbeats(server: ServerProcess, agents: Any) ->
         time.sleep(2.5)  # a heartbeat every 2 s
         later = c.get(f"/api/workers/{agent.worker_id}").json()["last_seen"]
         listed = [w for w in c.get("/api/workers").json()["items"] if w["id"] == agent.worker_id]
+        events = [e for e in c.get("/api/events", params={"limit": 1000}).json()["items"]
+                  if e["aggregate_id"] == agent.worker_id]
     assert first is not None and later > first
     assert listed[0]["last_seen"] >= later
+    # Heartbeats are not events: only the transition to online was recorded.
+    assert [e["type"] for e in events if "Online" in e["type"] or "Offline" in e["type"]] == [
+        "Worker.CameOnline"]
 
 
 def test_an_agent_that_cannot_verify_the_server_refuses_and_is_passed_over(
