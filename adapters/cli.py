@@ -112,6 +112,9 @@ def build_parser() -> Parser:
     from adapters.agentcli import add_agent_commands
 
     add_agent_commands(commands)
+    from adapters.workercli import add_worker_commands
+
+    add_worker_commands(commands)
     return parser
 
 
@@ -132,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from adapters.agentcli import run_agent_command
 
             return run_agent_command(args)
+        if args.command == "worker":
+            from adapters.workercli import run_worker_command
+
+            return run_worker_command(args)
         if args.command == "replay":
             from adapters.replay import run_replay
 

@@ -11,6 +11,7 @@ from domain.actors import Actor
 from domain.base import ShoalAggregate
 from domain.codec import register_enum
 from domain.errors import InvalidTransition, Rejected
+from domain.ssh import SshSettings, check_ssh_settings
 
 DEFAULT_CAPACITY = 4
 
@@ -88,6 +89,15 @@ class Worker(ShoalAggregate):
         # the registering agent once and never stored.
         secret_hash: str
 
+    class SshConfigured(ShoalAggregate.Event):
+        # The private key is sealed by the server (or named by a path): never in clear.
+        host: str
+        port: int
+        username: str
+        host_key_fingerprint: str
+        private_key_sealed: str | None
+        private_key_ref: str | None
+
     class Deregistered(ShoalAggregate.Deleted):
         pass
 
@@ -114,6 +124,7 @@ class Worker(ShoalAggregate):
         self.is_online = False
         self.is_deleted = False
         self.secret_hash: str | None = None
+        self.ssh: SshSettings | None = None
 
     def _require_registered(self) -> None:
         if self.is_deleted:
@@ -226,6 +237,29 @@ class Worker(ShoalAggregate):
     @event(CredentialsIssued)
     def _issue_credentials(self, secret_hash: str, actor: Actor) -> None:
         self.secret_hash = secret_hash
+
+    def configure_ssh(self, settings: SshSettings, actor: Actor) -> None:
+        """How the server reaches this SSH worker; records nothing when nothing changes."""
+        self._require_registered()
+        if self.comms_style is not CommsStyle.SSH:
+            raise Rejected(f"only an SSH worker has ssh settings; this one is {self.comms_style.value}")
+        settings = check_ssh_settings(settings)
+        if settings != self.ssh:
+            self._configure_ssh(
+                host=settings.host, port=settings.port, username=settings.username,
+                host_key_fingerprint=settings.host_key_fingerprint,
+                private_key_sealed=settings.private_key_sealed,
+                private_key_ref=settings.private_key_ref, actor=actor,
+            )
+
+    @event(SshConfigured)
+    def _configure_ssh(
+        self, host: str, port: int, username: str, host_key_fingerprint: str,
+        private_key_sealed: str | None, private_key_ref: str | None, actor: Actor,
+    ) -> None:
+        self.ssh = SshSettings(
+            host, port, username, host_key_fingerprint, private_key_sealed, private_key_ref
+        )
 
     def deregister(self, actor: Actor) -> None:
         """Remove the worker for good."""

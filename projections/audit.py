@@ -13,7 +13,7 @@ from projections.base import Projection, iso
 from projections.sql import Cursor, Database
 
 # Event fields that hold secrets (or their hashes): kept out of the audit log.
-REDACTED_FIELDS = frozenset({"secret_hash", "private_key", "password"})
+REDACTED_FIELDS = frozenset({"secret_hash", "private_key", "private_key_sealed", "password"})
 REDACTED = "[redacted]"
 _BASE_FIELDS = ("originator_id", "originator_version", "timestamp", "originator_topic", "actor")
 

@@ -15,21 +15,23 @@ class WorkerList(Projection):
     """One row per registered worker."""
 
     name = "workers"
-    version = 3
+    version = 4
     tables = {  # noqa: RUF012
         "rm_workers": (
             "id TEXT PRIMARY KEY, name TEXT NOT NULL, pool_ids TEXT NOT NULL, "
             "comms_style TEXT NOT NULL, endpoint TEXT, is_disabled INTEGER NOT NULL, "
             "health_status TEXT NOT NULL, health_detail TEXT NOT NULL, last_seen TEXT, "
             "machine_policy_id TEXT NOT NULL, capacity INTEGER NOT NULL, "
-            "registered TEXT NOT NULL, is_online INTEGER NOT NULL"
+            "registered TEXT NOT NULL, is_online INTEGER NOT NULL, "
+            # An SSH worker's public settings as JSON (never its key, sealed or not).
+            "ssh TEXT"
         )
     }
 
     @handles(Worker.Registered)
     def _registered(self, e: Worker.Registered, position: int, cur: Cursor) -> None:
         cur.execute(
-            "INSERT INTO rm_workers VALUES (?, ?, ?, ?, ?, 0, 'unknown', '', NULL, ?, ?, ?, ?)",
+            "INSERT INTO rm_workers VALUES (?, ?, ?, ?, ?, 0, 'unknown', '', NULL, ?, ?, ?, ?, NULL)",
             (
                 str(e.originator_id), e.name, _ids(e.pool_ids), e.comms_style.value, e.endpoint,
                 str(e.machine_policy_id), e.capacity, iso(e.timestamp),
@@ -93,6 +95,16 @@ class WorkerList(Projection):
             (iso(e.timestamp), str(e.originator_id)),
         )
 
+    @handles(Worker.SshConfigured)
+    def _ssh(self, e: Worker.SshConfigured, position: int, cur: Cursor) -> None:
+        public = {
+            "host": e.host, "port": e.port, "username": e.username,
+            "host_key_fingerprint": e.host_key_fingerprint,
+            "has_private_key": e.private_key_sealed is not None,
+            "private_key_ref": e.private_key_ref,
+        }
+        self._set(cur, e.originator_id, ssh=orjson.dumps(public).decode())
+
     @handles(Worker.Deregistered)
     def _deregistered(self, e: Worker.Deregistered, position: int, cur: Cursor) -> None:
         cur.execute("DELETE FROM rm_workers WHERE id = ?", (str(e.originator_id),))
@@ -104,7 +116,7 @@ def _ids(ids: tuple[Any, ...]) -> str:
 
 _COLUMNS = (
     "id, name, pool_ids, comms_style, endpoint, is_disabled, health_status, health_detail, "
-    "last_seen, machine_policy_id, capacity, registered, is_online"
+    "last_seen, machine_policy_id, capacity, registered, is_online, ssh"
 )
 
 
@@ -114,6 +126,7 @@ def _worker(row: tuple[Any, ...]) -> dict[str, Any]:
     out["pool_ids"] = orjson.loads(out["pool_ids"])
     out["is_disabled"] = bool(out["is_disabled"])
     out["is_online"] = bool(out["is_online"])
+    out["ssh"] = None if out["ssh"] is None else orjson.loads(out["ssh"])
     return out
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -13,6 +15,7 @@ from domain.app.pools import PoolCommands
 from domain.errors import NotFound, Rejected
 from domain.pools import WorkerPool
 from domain.rules import check_capacity, clean_name
+from domain.ssh import SshSettings, changed_ssh, check_ssh_settings
 from domain.workers import DEFAULT_CAPACITY, CommsStyle, HealthStatus, Worker, check_pool_ids
 
 WORKER = "worker"
@@ -52,12 +55,21 @@ class WorkerCommands(PoolCommands, PolicyCommands):
         machine_policy_id: UUID | None = None,
         capacity: int = DEFAULT_CAPACITY,
         secret_hash: str | None = None,
+        ssh: SshSettings | None = None,
         actor: Actor,
     ) -> Saved[Worker]:
         """A new worker in existing pools under an existing policy (the default one when
         none is named). The worker, its pools and its name are saved in one go, with its
-        agent's credentials (``secret_hash``) when it has an agent."""
+        agent's credentials (``secret_hash``) when it has an agent, or its ``ssh``
+        settings (required for an SSH worker, refused for any other)."""
         name = clean_name(name, "worker name")
+        if (comms_style is CommsStyle.SSH) != (ssh is not None):
+            raise Rejected(
+                "an ssh worker needs ssh settings" if ssh is None
+                else f"ssh settings are only for an ssh worker, not a {comms_style.value} one"
+            )
+        if ssh is not None:
+            check_ssh_settings(ssh)
         if endpoint is not None and len(endpoint) > MAX_ENDPOINT_LENGTH:
             raise Rejected(f"endpoint must be at most {MAX_ENDPOINT_LENGTH} characters")
         pools = self._existing_pools(pool_ids)
@@ -73,6 +85,8 @@ class WorkerCommands(PoolCommands, PolicyCommands):
         )
         if secret_hash is not None:
             worker.issue_credentials(secret_hash, actor)
+        if ssh is not None:
+            worker.configure_ssh(ssh, actor)
         index = self._reserve_name(WORKER, name, worker.id, actor)
         for pool in pools:
             pool.add_member(worker.id, actor)
@@ -88,10 +102,17 @@ class WorkerCommands(PoolCommands, PolicyCommands):
         is_disabled: bool | None = None,
         capacity: int | None = None,
         machine_policy_id: UUID | None = None,
+        ssh: Mapping[str, Any] | None = None,
         actor: Actor,
     ) -> Saved[Worker]:
-        """Change any of a worker's settings; fields left as None stay as they are."""
+        """Change any of a worker's settings; fields left as None stay as they are.
+        ``ssh`` maps SshSettings field names to new values (an SSH worker only); naming
+        one of the key fields replaces the key."""
         worker = self.get_worker(worker_id)
+        if ssh is not None:
+            if worker.ssh is None:
+                raise Rejected("ssh settings are only for an ssh worker")
+            worker.configure_ssh(changed_ssh(worker.ssh, ssh), actor)
         to_save: list[Aggregate] = []
         if name is not None:
             name = clean_name(name, "worker name")

@@ -11,6 +11,7 @@ import pytest
 
 from tests.e2e.server import ServerProcess
 from tests.helpers import rid
+from tests.sshworkers import ssh_json_for
 
 pytestmark = pytest.mark.e2e
 
@@ -64,7 +65,8 @@ def test_workers_join_pools_and_are_filtered(server: ServerProcess) -> None:
         for name, style in zip(names, styles, strict=True):
             r = c.post(
                 "/api/workers",
-                json={"name": name, "pool_ids": [pool["name"]], "comms_style": style, "capacity": 2},
+                json={"name": name, "pool_ids": [pool["name"]], "comms_style": style, "capacity": 2,
+                      **ssh_json_for(style)},
             )
             assert r.status_code == 201, r.text
             worker = r.json()

@@ -10,6 +10,7 @@ import pytest
 
 from tests.e2e.server import ServerProcess
 from tests.helpers import rid
+from tests.sshworkers import SSH_JSON
 
 pytestmark = pytest.mark.e2e
 
@@ -19,7 +20,8 @@ Call = Callable[[httpx.Client, dict[str, str]], httpx.Response]
 def _setup(c: httpx.Client) -> dict[str, str]:
     """Things the cases refer to: a pool with a worker, the default pool."""
     pool = c.post("/api/worker-pools", json={"name": rid("busy")}).json()
-    c.post("/api/workers", json={"name": rid("w"), "pool_ids": [pool["id"]], "comms_style": "ssh"})
+    c.post("/api/workers", json={"name": rid("w"), "pool_ids": [pool["id"]], "comms_style": "ssh",
+                                 "ssh": SSH_JSON})
     default = next(p for p in c.get("/api/worker-pools").json()["items"] if p["is_default"])
     return {"busy": pool["id"], "busy_name": pool["name"], "default": default["id"]}
 

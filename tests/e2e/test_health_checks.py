@@ -14,6 +14,7 @@ import pytest
 from tests.e2e.agents import AgentProcess
 from tests.e2e.server import ServerProcess
 from tests.helpers import rid
+from tests.sshworkers import ssh_json_for
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +32,8 @@ def new_pool(c: httpx.Client) -> str:
 
 
 def register(c: httpx.Client, style: str = "listening", **extra: Any) -> dict[str, Any]:
-    body = {"name": rid(style), "pool_ids": [new_pool(c)], "comms_style": style, **extra}
+    body = {"name": rid(style), "pool_ids": [new_pool(c)], "comms_style": style,
+            **ssh_json_for(style), **extra}
     r = c.post("/api/workers", json=body)
     assert r.status_code == 201, r.text
     return dict(r.json())

@@ -14,6 +14,7 @@ import pytest
 
 from tests.e2e.server import SHOAL, ServerProcess, drop_schema, schema_url
 from tests.helpers import rid
+from tests.sshworkers import SSH_JSON
 
 pytestmark = pytest.mark.e2e
 
@@ -117,7 +118,8 @@ def test_replay_rebuilds_and_verify_finds_a_corrupted_view(tmp_path: Path) -> No
     server = ServerProcess(tmp_path / "data").start()
     with server.client() as c:
         pool = c.post("/api/worker-pools", json={"name": rid("v")}).json()
-        c.post("/api/workers", json={"name": "verify-me", "pool_ids": [pool["id"]], "comms_style": "ssh"})
+        c.post("/api/workers", json={"name": "verify-me", "pool_ids": [pool["id"]], "comms_style": "ssh",
+                                     "ssh": SSH_JSON})
     server.stop()
     data = str(tmp_path / "data")
 

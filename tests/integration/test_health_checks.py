@@ -33,6 +33,7 @@ from projections.workers import get_worker
 from tests.helpers import TESTER, rid
 from tests.integration.conftest import Views
 from tests.integration.nats_support import bus_on, embedded
+from tests.sshworkers import ssh_for
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +90,7 @@ class Rig:
     def worker(self, policy_id: UUID | None = None, style: CommsStyle = CommsStyle.LISTENING) -> str:
         saved = self.app.register_worker(
             name=rid("worker"), pool_ids=(self.app.default_pool_id(),), comms_style=style,
-            machine_policy_id=policy_id, actor=TESTER,
+            machine_policy_id=policy_id, ssh=ssh_for(style), actor=TESTER,
         )
         self.caught_up(saved.position)
         return str(saved.aggregate.id)

@@ -24,6 +24,7 @@ from projections.runner import ProjectionRunner
 from projections.workers import get_worker, list_workers
 from tests.helpers import TESTER
 from tests.integration.conftest import Views
+from tests.sshworkers import ssh_for
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +54,7 @@ def scene(app: Shoal, views: Views, new_runner: Callable[..., ProjectionRunner])
 
     def register(name: str, pools: tuple[UUID, ...], style: CommsStyle) -> UUID:
         return app.register_worker(
-            name=name, pool_ids=pools, comms_style=style, actor=TESTER,
+            name=name, pool_ids=pools, comms_style=style, ssh=ssh_for(style), actor=TESTER,
             endpoint="https://10.0.0.9:10933" if style is CommsStyle.LISTENING else None,
         ).aggregate.id
 

@@ -16,6 +16,7 @@ from domain.workers import CommsStyle, HealthStatus
 from projections.runner import ProjectionRunner, diff
 from tests.helpers import TESTER, rid
 from tests.integration.conftest import Views
+from tests.sshworkers import ssh_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +35,7 @@ def busy_history(app: Shoal) -> dict[str, UUID]:
         ids[style.value] = app.register_worker(
             name=rid(f"w{i}"), pool_ids=(blue,), comms_style=style, actor=TESTER,
             secret_hash=None if style is CommsStyle.SSH else f"$2a$10$hash-of-{i}",
+            ssh=ssh_for(style),
         ).aggregate.id
     app.update_worker(ids["ssh"], pool_ids=(green, blue), capacity=1, actor=TESTER)
     app.update_worker(ids["polling"], name=rid("renamed"), is_disabled=True, actor=TESTER)

@@ -20,6 +20,7 @@ from domain.policies import CleanUp, Connectivity, MachinePolicy, PolicySettings
 from domain.pools import WorkerPool
 from domain.workers import CommsStyle, Worker
 from tests.helpers import TESTER, rid
+from tests.sshworkers import SSH
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +60,7 @@ def test_events_keep_their_types_after_reopening_the_store(
     worker = app.register_worker(
         name=rid("worker"), pool_ids=(pool_b.id, pool_a.id), comms_style=CommsStyle.SSH,
         endpoint="ssh://deploy@10.0.0.5:22", machine_policy_id=policy.id, capacity=2,
-        actor=AGENT,
+        ssh=SSH, actor=AGENT,
     ).aggregate
     app.update_worker(worker.id, is_disabled=True, capacity=3, actor=TESTER)
     (key, _text) = app.create_key(

@@ -17,6 +17,7 @@ from domain.codec import OrjsonTranscoder
 from domain.keys import Permission
 from domain.policies import CleanUp, Connectivity
 from domain.workers import CommsStyle, HealthStatus, Worker
+from tests.sshworkers import SSH
 from tests.unit.support import ALICE, events_after, head
 
 codec = OrjsonTranscoder()
@@ -156,7 +157,8 @@ def test_encoding_an_unsupported_value_raises_type_error(value: Any) -> None:
 def test_the_application_stores_events_with_this_codec(app: Shoal) -> None:
     before = head(app)
     app.register_worker(
-        name="w1", pool_ids=(app.default_pool_id(),), comms_style=CommsStyle.SSH, actor=ALICE
+        name="w1", pool_ids=(app.default_pool_id(),), comms_style=CommsStyle.SSH, ssh=SSH,
+        actor=ALICE,
     )
 
     registered = [e for e in events_after(app, before) if isinstance(e, Worker.Registered)]

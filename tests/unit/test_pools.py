@@ -13,6 +13,7 @@ from domain.app.pools import POOL
 from domain.errors import Conflict, NotFound, Rejected
 from domain.rules import MAX_DESCRIPTION_LENGTH
 from domain.workers import CommsStyle
+from tests.sshworkers import SSH
 from tests.unit.support import ALICE, head, writes_nothing
 
 
@@ -225,7 +226,8 @@ def test_an_unknown_pool_id_is_not_found(app: Shoal, call: Callable[..., Any]) -
 
 def test_a_worker_id_is_not_a_pool(app: Shoal) -> None:
     worker = app.register_worker(
-        name="w1", pool_ids=(app.default_pool_id(),), comms_style=CommsStyle.SSH, actor=ALICE
+        name="w1", pool_ids=(app.default_pool_id(),), comms_style=CommsStyle.SSH, ssh=SSH,
+        actor=ALICE,
     ).aggregate
 
     with pytest.raises(NotFound):

@@ -7,15 +7,18 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr, model_validator
 
 from adapters.http.deps import App, Container, Views, require, wait_for
 from adapters.http.schemas import Page, Request, Skip, Take, not_found, parse_id, position_header
+from adapters.secrets import SecretBox
+from adapters.ssh.targets import seal_private_key
 from adapters.workers.hub import AGENT_STYLES, AgentRegistration
 from domain.actors import Actor
 from domain.app import Shoal
 from domain.errors import NotFound, Rejected
 from domain.keys import Permission
+from domain.ssh import DEFAULT_SSH_PORT, SshSettings
 from domain.workers import DEFAULT_CAPACITY, CommsStyle, HealthStatus
 from projections.workers import get_worker, list_workers
 
@@ -23,7 +26,29 @@ router = APIRouter(prefix="/api/workers", tags=["workers"])
 
 CanView = Annotated[Actor, Depends(require(Permission.WORKER_VIEW))]
 CanConfigure = Annotated[Actor, Depends(require(Permission.CONFIGURE_SERVER))]
+REDACTED = "[redacted]"
+KEY_HELP = "The private key (PEM or OpenSSH, unencrypted); stored sealed, never shown again"
+REF_HELP = "Instead of private_key: an absolute path of a key file on the server"
 
+
+class SshOut(BaseModel):
+    """How the server reaches an SSH worker; the private key itself is never shown."""
+
+    host: str
+    port: int
+    username: str
+    host_key_fingerprint: str
+    private_key: str | None = Field(description=f'"{REDACTED}" when the server holds the key')
+    private_key_ref: str | None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_row(cls, data: Any) -> Any:
+        # The read model says only whether there is a sealed key.
+        if isinstance(data, dict) and "has_private_key" in data:
+            data = dict(data)
+            data["private_key"] = REDACTED if data.pop("has_private_key") else None
+        return data
 
 class WorkerOut(BaseModel):
     """A worker as the API shows it."""
@@ -42,6 +67,29 @@ class WorkerOut(BaseModel):
     running_steps: int
     registered: str
     is_online: bool = Field(description="An agent: heard from recently. SSH: always true")
+    ssh: SshOut | None = Field(None, description="An SSH worker's connection settings")
+
+
+class SshSettingsIn(Request):
+    """How the server reaches an SSH worker: exactly one of private_key, private_key_ref."""
+
+    host: StrictStr
+    port: StrictInt = DEFAULT_SSH_PORT
+    username: StrictStr
+    host_key_fingerprint: StrictStr = Field(description="SHA256:<43 base64 characters>")
+    private_key: StrictStr | None = Field(None, description=KEY_HELP, repr=False)
+    private_key_ref: StrictStr | None = Field(None, description=REF_HELP)
+
+
+class SshSettingsPatch(Request):
+    """SSH settings to change; a new private_key or private_key_ref replaces the key."""
+
+    host: StrictStr | None = None
+    port: StrictInt | None = None
+    username: StrictStr | None = None
+    host_key_fingerprint: StrictStr | None = None
+    private_key: StrictStr | None = Field(None, description=KEY_HELP, repr=False)
+    private_key_ref: StrictStr | None = Field(None, description=REF_HELP)
 
 
 class WorkerCreate(Request):
@@ -53,6 +101,7 @@ class WorkerCreate(Request):
     endpoint: StrictStr | None = None
     machine_policy_id: StrictStr | None = Field(None, description="Policy id or name")
     capacity: StrictInt = DEFAULT_CAPACITY
+    ssh: SshSettingsIn | None = Field(None, description="Required for (only) comms_style ssh")
 
 
 class WorkerPatch(Request):
@@ -63,6 +112,35 @@ class WorkerPatch(Request):
     is_disabled: StrictBool | None = None
     capacity: StrictInt | None = None
     machine_policy_id: StrictStr | None = None
+    ssh: SshSettingsPatch | None = Field(None, description="An SSH worker's settings to change")
+
+
+def _ssh_settings(secrets: SecretBox, body: SshSettingsIn | None) -> SshSettings | None:
+    """The settings as the domain keeps them: a given key is checked and sealed here,
+    so its text never reaches an event."""
+    if body is None:
+        return None
+    if (body.private_key is None) == (body.private_key_ref is None):
+        raise Rejected("ssh needs exactly one of private_key and private_key_ref")
+    return SshSettings(
+        host=body.host, port=body.port, username=body.username,
+        host_key_fingerprint=body.host_key_fingerprint,
+        private_key_sealed=(
+            seal_private_key(secrets, body.private_key) if body.private_key is not None else None
+        ),
+        private_key_ref=body.private_key_ref,
+    )
+
+
+def _ssh_changes(secrets: SecretBox, body: SshSettingsPatch | None) -> dict[str, Any] | None:
+    if body is None:
+        return None
+    changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
+    if "private_key" in changes and "private_key_ref" in changes:
+        raise Rejected("ssh needs exactly one of private_key and private_key_ref")
+    if "private_key" in changes:
+        changes["private_key_sealed"] = seal_private_key(secrets, changes.pop("private_key"))
+    return changes
 
 
 def _pool_ids(app: Shoal, refs: list[str]) -> tuple[UUID, ...]:
@@ -146,6 +224,7 @@ def _register_sync(app: Shoal, container: Any, body: WorkerCreate, actor: Actor)
         machine_policy_id=_policy_id(app, body.machine_policy_id),
         capacity=body.capacity,
         secret_hash=secret[1] if secret else None,
+        ssh=_ssh_settings(container.secrets, body.ssh),
         actor=actor,
     )
     wait_for(container, saved.position)
@@ -180,7 +259,7 @@ def patch(
     worker_id: str, body: WorkerPatch, app: App, container: Container, actor: CanConfigure,
     response: Response,
 ) -> WorkerOut:
-    """Change a worker's name, pools, enabled flag, capacity or policy."""
+    """Change a worker's name, pools, enabled flag, capacity, policy or SSH settings."""
     saved = app.update_worker(
         parse_id(worker_id, "worker"),
         name=body.name,
@@ -188,6 +267,7 @@ def patch(
         is_disabled=body.is_disabled,
         capacity=body.capacity,
         machine_policy_id=_policy_id(app, body.machine_policy_id),
+        ssh=_ssh_changes(container.secrets, body.ssh),
         actor=actor,
     )
     wait_for(container, saved.position)
