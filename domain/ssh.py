@@ -81,13 +81,20 @@ def check_ssh_settings(settings: SshSettings) -> SshSettings:
     return replace(settings, host_key_fingerprint=fingerprint)
 
 
-def changed_ssh(base: SshSettings, changes: Mapping[str, Any]) -> SshSettings:
+def changed_ssh(base: SshSettings | None, changes: Mapping[str, Any]) -> SshSettings:
     """``base`` with ``changes`` applied (field name -> new value). Giving one of the key
-    fields replaces the key: the other one is cleared."""
+    fields replaces the key: the other one is cleared. Without a ``base`` (an SSH worker
+    registered before settings were required) every setting must be given."""
     known = {f.name for f in fields(SshSettings)}
     unknown = sorted(set(changes) - known)
     if unknown:
         raise Rejected(f"unknown ssh settings: {', '.join(unknown)}")
+    if base is None:
+        missing = [k for k in ("host", "port", "username", "host_key_fingerprint") if changes.get(k) is None]
+        if missing:
+            raise Rejected(f"this worker has no ssh settings yet: give {', '.join(missing)} too")
+        base = SshSettings(changes["host"], changes["port"], changes["username"],
+                           changes["host_key_fingerprint"])
     values = dict(changes)
     given = [k for k in KEY_FIELDS if values.get(k) is not None]
     if len(given) > 1:

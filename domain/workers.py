@@ -242,7 +242,7 @@ class Worker(ShoalAggregate):
         """How the server reaches this SSH worker; records nothing when nothing changes."""
         self._require_registered()
         if self.comms_style is not CommsStyle.SSH:
-            raise Rejected(f"only an SSH worker has ssh settings; this one is {self.comms_style.value}")
+            raise Rejected(f"ssh settings are only for an ssh worker; this one is {self.comms_style.value}")
         settings = check_ssh_settings(settings)
         if settings != self.ssh:
             self._configure_ssh(

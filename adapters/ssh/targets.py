@@ -80,8 +80,13 @@ def ssh_target_of(app: Shoal, secrets: SecretBox, worker_id: UUID) -> SshTargetS
     had. Blocking (store read, maybe a file read): call it in a thread from async code."""
     worker = app.get_worker(worker_id)
     ssh = worker.ssh
-    if worker.comms_style is not CommsStyle.SSH or ssh is None:
+    if worker.comms_style is not CommsStyle.SSH:
         raise SshTargetError(f"worker {worker.name!r} is not an SSH worker")
+    if ssh is None:
+        raise SshTargetError(
+            f"SSH worker {worker.name!r} has no ssh settings (registered before they were "
+            "required); give them with PATCH /api/workers/<id> {\"ssh\": {...}}"
+        )
     if ssh.private_key_sealed is not None:
         try:
             key = secrets.open(ssh.private_key_sealed)

@@ -110,7 +110,7 @@ class WorkerCommands(PoolCommands, PolicyCommands):
         one of the key fields replaces the key."""
         worker = self.get_worker(worker_id)
         if ssh is not None:
-            if worker.ssh is None:
+            if worker.comms_style is not CommsStyle.SSH:
                 raise Rejected("ssh settings are only for an ssh worker")
             worker.configure_ssh(changed_ssh(worker.ssh, ssh), actor)
         to_save: list[Aggregate] = []

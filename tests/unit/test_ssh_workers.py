@@ -180,3 +180,18 @@ def test_stored_events_hold_only_what_the_adapter_sealed(app: Shoal) -> None:
     assert SEALED.encode() in stored
     assert b"BEGIN OPENSSH" not in stored
     assert OrjsonTranscoder().decode(OrjsonTranscoder().encode(settings())) == settings()
+
+
+def test_an_ssh_worker_without_settings_gets_them_only_in_full(app: Shoal) -> None:
+    # SSH workers registered before settings were required have none (replayed as is).
+    worker_id = register_ssh(app)
+    worker = app.get_worker(worker_id)
+    worker.ssh = None
+    app.repository.cache.put(worker_id, worker)  # type: ignore[union-attr]
+
+    with writes_nothing(app), pytest.raises(Rejected, match="give port, username"):
+        app.update_worker(worker_id, ssh={"host": "h"}, actor=ALICE)
+    full = {"host": "h", "port": 22, "username": "u", "host_key_fingerprint": FP,
+            "private_key_ref": "/k"}
+    app.update_worker(worker_id, ssh=full, actor=ALICE)
+    assert app.get_worker(worker_id).ssh == SshSettings("h", 22, "u", FP, private_key_ref="/k")
