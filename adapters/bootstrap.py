@@ -27,6 +27,7 @@ from adapters.store import (
     open_views,
 )
 from adapters.workers.hub import WorkerHub
+from adapters.workers.ssh import SshWorkers
 from agent.executor import StepExecutor
 from agent.home import Registration, load_registration
 from agent.packages import PackageCache
@@ -160,9 +161,10 @@ def build_server(settings: Settings, **overrides: Any) -> ServerContainer:
             listener = PostgresLogListener(settings.database_url, channel, runner.wake)
     bus = overrides.get("bus") or NatsBus()
     # The built-in worker caches packages in the data folder, reading the object store.
-    executor = overrides.get("executor") or StepExecutor(packages=PackageCache(
+    packages = PackageCache(
         settings.data_dir / "packages", ObjectFiles(bus, nats_subjects.PACKAGES_BUCKET)
-    ))
+    )
+    executor = overrides.get("executor") or StepExecutor(packages=packages)
     nats = access = None
     if settings.nats_url is None:
         host, port = "127.0.0.1", 0
@@ -172,12 +174,13 @@ def build_server(settings: Settings, **overrides: Any) -> ServerContainer:
         nats = EmbeddedNats(EmbeddedNatsConfig(settings.data_dir, listen_host=host, port=port))
         access = AgentAccess(nats)
     node = settings.node_name
+    secrets = overrides.get("secrets") or SecretBox.from_file(settings.secrets_key_file)
     hub = WorkerHub(
         app, views, runner.watch, bus, access, load_signing_key(settings.signing_key_file),
         Actor(ActorKind.SYSTEM, f"node:{node}", f"Shoal server ({node})"),
         agent_urls=lambda: agent_urls(settings, nats),
+        ssh=SshWorkers(app, secrets, packages),
     )
-    secrets = overrides.get("secrets") or SecretBox.from_file(settings.secrets_key_file)
     return ServerContainer(
         settings, app, views, runner, listener, executor, bus, nats, access, hub, secrets
     )

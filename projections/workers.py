@@ -191,10 +191,19 @@ def get_worker(db: Database, worker_id: str) -> dict[str, Any] | None:
 
 def agent_workers(db: Database) -> list[dict[str, Any]]:
     """Workers reached through an agent (listening or polling), for the heartbeat monitor."""
+    return _workers_of(db, "('listening', 'polling')")
+
+
+def checked_workers(db: Database) -> list[dict[str, Any]]:
+    """Every worker a health check can reach: agents and SSH workers."""
+    return _workers_of(db, "('listening', 'polling', 'ssh')")
+
+
+def _workers_of(db: Database, styles: str) -> list[dict[str, Any]]:
     with db.read() as cur:
         cur.execute(
             "SELECT id, name, comms_style, health_status, machine_policy_id FROM rm_workers "
-            "WHERE comms_style IN ('listening', 'polling') ORDER BY id"
+            f"WHERE comms_style IN {styles} ORDER BY id"
         )
         return [
             {"id": r[0], "name": r[1], "comms_style": r[2], "health_status": r[3],

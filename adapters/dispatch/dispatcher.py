@@ -14,6 +14,7 @@ from adapters.dispatch.taskrun import SERVER_STOPPED, RunContext, TaskRun
 from domain.errors import InvalidTransition, NotFound
 from domain.plan import StepState
 from domain.tasks import Task
+from domain.workers import CommsStyle
 from projections.tasks import executing_task_ids, queued_task_ids
 
 log = logging.getLogger("shoal.dispatch")
@@ -76,12 +77,25 @@ class Dispatcher:
     async def _recover(self, task_id: UUID) -> None:
         task: Task = await asyncio.to_thread(self.ctx.app.get_task, task_id)
         for name, run in task.runs.items():
-            if run.state in (StepState.ASSIGNED, StepState.RUNNING) and run.worker_id is None:
-                if run.pid is not None:
-                    await asyncio.to_thread(kill_step_processes, run.pid, str(task_id))
-                await asyncio.to_thread(self.ctx.app.update_task, task_id, self._stopped(name))
+            if run.state not in (StepState.ASSIGNED, StepState.RUNNING):
+                continue
+            if run.worker_id is not None:
+                # An agent's step goes on without us (its reports wait in JetStream); an
+                # SSH step was this server's to drive, and nobody reads it any more.
+                if await asyncio.to_thread(self._is_ssh, run.worker_id):
+                    await asyncio.to_thread(self.ctx.app.update_task, task_id, self._stopped(name))
+                continue
+            if run.pid is not None:
+                await asyncio.to_thread(kill_step_processes, run.pid, str(task_id))
+            await asyncio.to_thread(self.ctx.app.update_task, task_id, self._stopped(name))
         log.info("resuming task after restart", extra={"task_id": str(task_id)})
         self._spawn(task_id)
+
+    def _is_ssh(self, worker_id: UUID) -> bool:
+        try:
+            return self.ctx.app.get_worker(worker_id).comms_style is CommsStyle.SSH
+        except NotFound:
+            return False
 
     def _stopped(self, step: str) -> Callable[[Task], None]:
         actor = self.ctx.actor

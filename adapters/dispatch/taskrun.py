@@ -20,13 +20,14 @@ from adapters.dispatch.external import ExternalStep
 from adapters.dispatch.mail import send_email
 from adapters.dispatch.onserver import SERVER_STOPPED, run_on_server, step_request
 from adapters.dispatch.payloads import UnknownPackage, built_in_artifacts, resolve_packages
+from adapters.dispatch.sshstep import run_on_ssh
 from adapters.nats.objects import ObjectFiles
 from adapters.workers.hub import WorkerHub
 from agent.executor import LogLine, StepExecutor
 from domain.actors import Actor
 from domain.app import Shoal
 from domain.certificates import parse_pem
-from domain.errors import InvalidTransition, Rejected
+from domain.errors import InvalidTransition, NotFound, Rejected
 from domain.messages import PackageRef
 from domain.plan import StepState, TaskState, groups, should_run, skip_reason, task_outcome
 from domain.process import Action, Step
@@ -40,7 +41,7 @@ from domain.routing import (
     route,
 )
 from domain.tasks import Task
-from domain.workers import HealthStatus
+from domain.workers import CommsStyle, HealthStatus
 from projections.membership import members_of
 from projections.sql import Database
 from projections.watch import PositionWatch
@@ -294,11 +295,21 @@ class TaskRun:
     async def _on_worker(
         self, step: Step, decision: RunOnWorker, pool_name: str, packages: tuple[PackageRef, ...]
     ) -> StepState | None:
-        worker = ExternalStep(self, step, decision.worker_id, decision.worker_name, pool_name, packages)
         try:
+            if await asyncio.to_thread(self._is_ssh, decision.worker_id):
+                return await run_on_ssh(self, step, decision, pool_name, packages)
+            worker = ExternalStep(
+                self, step, decision.worker_id, decision.worker_name, pool_name, packages
+            )
             return await worker.run()
         finally:
             self.ctx.hub.count(decision.worker_id, -1)
+
+    def _is_ssh(self, worker_id: UUID) -> bool:
+        try:
+            return self.ctx.app.get_worker(worker_id).comms_style is CommsStyle.SSH
+        except NotFound:
+            return False  # ExternalStep gives the step back
 
     async def _on_worker_resumed(self, step: Step, worker_id: UUID, assignment: int) -> StepState | None:
         name = self.known.run_of(step.name).worker_name if self.known is not None else None

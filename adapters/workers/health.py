@@ -27,9 +27,9 @@ Clean-up counts from the moment this server run first saw the worker unavailable
 a restart a worker is never deleted early, only up to one server uptime late.
 
 Comms styles are pluggable: ``runners`` maps a CommsStyle to a HealthRunner. Agents
-(listening, polling) answer ``shoal.agent.<id>.health`` through the WorkerGateway; an SSH
-runner can be added the same way (until then check_now refuses SSH workers with
-InvalidTransition, and the periodic scan lists agent workers only).
+(listening, polling) answer ``shoal.agent.<id>.health`` through the WorkerGateway; SSH
+workers run the script over their connection (adapters/workers/ssh.py). A style without a
+runner is refused by check_now with InvalidTransition.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from domain.workers import CommsStyle, HealthStatus
 from projections.policies import get_policy
 from projections.sql import Database
 from projections.watch import PositionWatch
-from projections.workers import agent_workers
+from projections.workers import checked_workers
 
 log = logging.getLogger("shoal.workers")
 
@@ -196,7 +196,7 @@ class HealthChecker:
     async def check_now(self, worker_id: UUID, actor: Actor | None = None) -> HealthResult:
         """Run the worker's health check now and record its outcome (see the module
         docstring). NotFound for an unknown worker; InvalidTransition for a comms style
-        without a runner (SSH, for now)."""
+        without a runner."""
         target, policy = await asyncio.to_thread(self._load, worker_id)
         result = await self._check(target, policy, actor or self.actor, periodic=False)
         self._last[target.worker_id] = self.clock()  # the periodic check starts over
@@ -263,7 +263,7 @@ class HealthChecker:
 
     async def tick(self) -> None:
         """One round: start the checks that are due and the clean-ups that are owed."""
-        workers = await asyncio.to_thread(agent_workers, self.views)
+        workers = await asyncio.to_thread(checked_workers, self.views)
         policies = await asyncio.to_thread(self._policies, {w["machine_policy_id"] for w in workers})
         now = self.clock()
         listed = set()
@@ -273,13 +273,18 @@ class HealthChecker:
             policy = policies.get(w["machine_policy_id"])
             if policy is None:  # the read model is catching up
                 continue
-            alive = self.is_alive(wid)
-            self._observe(wid, alive, w["health_status"] == HealthStatus.UNAVAILABLE.value, now)
+            # An SSH worker has no agent to heartbeat: as far as scheduling goes it is
+            # always there (so an unreachable one is looked at again soon), but for the
+            # clean-up it is gone while unavailable.
+            ssh = w["comms_style"] == CommsStyle.SSH.value
+            unavailable = w["health_status"] == HealthStatus.UNAVAILABLE.value
+            alive = self.is_alive(wid) or ssh
+            self._observe(wid, alive, unavailable, now)
             if wid in self._running:
                 continue
             due = min(self._soon.get(wid, float("inf")),
                       self._last[wid] + float(policy["health_check_interval_s"]))
-            if self._owes_cleanup(wid, policy, alive, now):
+            if self._owes_cleanup(wid, policy, alive and not (ssh and unavailable), now):
                 self._spawn(wid, self._clean_up)
             elif now >= due and CommsStyle(w["comms_style"]) in self.runners:
                 self._spawn(wid, self._periodic)

@@ -19,12 +19,14 @@ from adapters.nats import subjects
 from adapters.nats.access import AgentAccess, new_secret
 from adapters.nats.bus import NatsBus
 from adapters.workers.gateway import WorkerGateway
-from adapters.workers.health import AgentHealthRunner, HealthChecker
+from adapters.workers.health import AgentHealthRunner, HealthChecker, HealthRunner, HealthTarget
 from adapters.workers.heartbeats import HeartbeatMonitor
 from adapters.workers.reports import ReportIntake
+from adapters.workers.ssh import SshWorkers
 from domain.actors import Actor, ActorKind
 from domain.app import Shoal
 from domain.errors import NotFound
+from domain.messages import HealthAnswer
 from domain.signing import public_key_text
 from domain.workers import CommsStyle
 from projections.credentials import agent_credentials
@@ -51,15 +53,27 @@ class AgentRegistration:
     server_key: str
 
 
+class SshHealthRunner:
+    """The policy's health script over SSH."""
+
+    def __init__(self, ssh: SshWorkers) -> None:
+        self.ssh = ssh
+
+    async def __call__(self, target: HealthTarget, script: str, timeout_s: float) -> HealthAnswer:
+        """Connect (host key pinned) and run ``script``."""
+        return await self.ssh.health(target.worker_id, script, timeout_s)
+
+
 class WorkerHub:
     """start(on_changed) / stop(); register and revoke agents."""
 
     def __init__(
         self, app: Shoal, views: Database, watch: PositionWatch, bus: NatsBus,
         access: AgentAccess | None, key: Ed25519PrivateKey, actor: Actor,
-        agent_urls: Callable[[], list[str]],
+        agent_urls: Callable[[], list[str]], ssh: SshWorkers | None = None,
     ) -> None:
         self.app = app
+        self.ssh = ssh
         self.views = views
         self.watch = watch
         self.bus = bus
@@ -76,9 +90,11 @@ class WorkerHub:
         self.monitor = HeartbeatMonitor(app, views, bus, actor, self._changed)
         self.intake = ReportIntake(app, bus, self._changed)
         agents = AgentHealthRunner(self.gateway)
+        runners: dict[CommsStyle, HealthRunner] = {style: agents for style in AGENT_STYLES}
+        if ssh is not None:
+            runners[CommsStyle.SSH] = SshHealthRunner(ssh)
         self.health = HealthChecker(
-            app, views, watch, {style: agents for style in AGENT_STYLES}, actor, self.revoke,
-            is_alive=self.monitor.is_alive,
+            app, views, watch, runners, actor, self.revoke, is_alive=self.monitor.is_alive,
         )
 
     def count(self, worker_id: UUID, delta: int) -> None:
@@ -118,10 +134,13 @@ class WorkerHub:
         await self.health.start()
 
     async def stop(self) -> None:
-        """Stop health checks, the monitor and the intake (the bus is closed by the container)."""
+        """Stop health checks, the monitor, the intake and SSH connections (the bus is
+        closed by the container)."""
         await self.health.stop()
         await self.intake.stop()
         await self.monitor.stop()
+        if self.ssh is not None:
+            await self.ssh.close()
 
     # -- agents ----------------------------------------------------------------------
 

@@ -59,9 +59,10 @@ def test_who_may_check_and_what_cannot_be_checked(server: ServerProcess) -> None
         for missing in (str(uuid.uuid4()), "not-an-id"):
             r = check(admin, missing)
             assert r.status_code == 404 and "not found" in r.json()["detail"], r.text
+        # An SSH worker whose key cannot be read is checked over SSH, and found unhealthy.
         r = check(admin, ssh["id"])
-        assert r.status_code == 409
-        assert r.json()["detail"] == "health checks of SSH workers are not supported yet"
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "unhealthy" and "key" in r.json()["detail"], r.json()
     assert httpx.post(f"{server.url}/api/workers/{worker['id']}/health-check").status_code == 401
     with server.client("shoal_wrong") as stranger:
         assert check(stranger, worker["id"]).status_code == 401
