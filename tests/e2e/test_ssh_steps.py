@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -102,3 +103,22 @@ def test_the_health_check_runs_over_ssh(server: ServerProcess, host: Sshd) -> No
         host.start()
     assert r.json()["status"] == "healthy", r.json()
     assert gone.json()["status"] == "unavailable", gone.json()
+
+
+def test_a_host_that_goes_away_mid_step_fails_the_step_within_15s(
+    server: ServerProcess, host: Sshd
+) -> None:
+    sleeper = f"sleep 120.{random.randrange(10**8):08d}"
+    with server.client() as c:
+        pool, _ = ssh_worker(c, host)
+        tid = script(c, f"echo go; {sleeper}", worker_pool_id=pool)["id"]
+        wait_step(c, tid, "Run script", ("running",), timeout=20)
+        host.stop()  # the listener and this connection's sshd: a crashed host
+        gone = time.monotonic()
+        t = wait_task(c, tid, timeout=30)
+        took = time.monotonic() - gone
+    subprocess.run(["pkill", "-f", sleeper], check=False)
+    assert t["state"] == "failed", t
+    assert "ssh" in t["steps"][0]["reason"].lower(), t["steps"][0]
+    assert took <= 15.0, f"noticed after {took:.1f}s"
+    print(f"\nSSH host loss noticed after {took:.1f}s: {t['steps'][0]['reason']}")

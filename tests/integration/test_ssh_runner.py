@@ -135,15 +135,20 @@ def test_concurrent_steps_share_one_connection(server: Sshd) -> None:
         async with runner_for(target_of(server), capacity=3) as (runner, connections):
             began = time.monotonic()
             results = await asyncio.gather(*(
-                runner.run(step(f"sleep 1; echo step-{i}"), log.sink, on_started=log.on_started)
+                runner.run(step(f"date +%s.%N; sleep 1; date +%s.%N; echo step-{i}"), log.sink,
+                           on_started=log.on_started)
                 for i, log in enumerate(logs)))
             return list(results), logs, time.monotonic() - began, connections.connects
 
     results, logs, elapsed, connects = asyncio.run(main())
     assert all(r.outcome == "success" for r in results)
-    assert [log.text("stdout") for log in logs] == [["step-0"], ["step-1"], ["step-2"]]
+    assert [log.text("stdout")[2:] for log in logs] == [["step-0"], ["step-1"], ["step-2"]]
     assert connects == 1
-    assert elapsed < 2.5, f"the steps did not run at once ({elapsed:.1f}s)"
+    # They ran at once: every step started before any ended (timestamps, not wall time,
+    # so a loaded machine does not make this flaky).
+    spans = [[float(x) for x in log.text("stdout")[:2]] for log in logs]
+    assert max(a for a, _ in spans) < min(b for _, b in spans), spans
+    assert elapsed < 10
 
 
 def test_other_syntaxes_are_refused_without_connecting() -> None:
