@@ -17,6 +17,7 @@ from tests.e2e.agents import AgentProcess
 from tests.e2e.server import ServerProcess
 from tests.e2e.tasks_support import lines_of, log, project, run, sh, step, wait_task
 from tests.helpers import rid
+from tests.ssh_support import require_sshd, running_sshd
 
 pytestmark = pytest.mark.e2e
 
@@ -73,6 +74,28 @@ def agent_pool(agent: AgentProcess) -> str:
 
 
 @pytest.fixture(scope="module")
+def ssh_pool(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A pool with one SSH worker on a throw-away sshd (packages and artifacts over SFTP)."""
+    require_sshd()
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as host, server.client() as c:
+        pool = rid("ssh-pkg")
+        assert c.post("/api/worker-pools", json={"name": pool}).status_code == 201
+        r = c.post("/api/workers", json={
+            "name": rid("ssh-pkg"), "pool_ids": [pool], "comms_style": "ssh",
+            "ssh": {"host": host.host, "port": host.port, "username": host.user,
+                    "host_key_fingerprint": host.fingerprint, "private_key": host.private_key}})
+        assert r.status_code == 201, r.text
+        yield pool
+
+
+def pool_for(where: str, request: pytest.FixtureRequest) -> str | None:
+    """The pool a test case runs in: the built-in worker's (None), an agent's, an SSH one."""
+    if where == "built-in":
+        return None
+    return str(request.getfixturevalue("agent_pool" if where == "agent" else "ssh_pool"))
+
+
+@pytest.fixture(scope="module")
 def package(server: ServerProcess) -> dict[str, Any]:
     data = tgz({"config.txt": b"hello from the package\n"})
     with server.client() as c:
@@ -112,10 +135,12 @@ def round_trip(c: httpx.Client, pool: str | None) -> tuple[dict[str, Any], str, 
     return t, log(c, t["id"]), listed
 
 
-@pytest.mark.parametrize("where", ["built-in", "agent"])
-def test_packages_and_artifacts_round_trip(server: ServerProcess, agent_pool: str, where: str) -> None:
+@pytest.mark.parametrize("where", ["built-in", "agent", "ssh"])
+def test_packages_and_artifacts_round_trip(
+    server: ServerProcess, package: dict[str, Any], request: pytest.FixtureRequest, where: str
+) -> None:
     with server.client() as c:
-        t, text, listed = round_trip(c, agent_pool if where == "agent" else None)
+        t, text, listed = round_trip(c, pool_for(where, request))
         assert t["state"] == "success", text
         s = step(t, "Use it")
         assert (s["worker_name"] == "built-in worker") == (where == "built-in")
