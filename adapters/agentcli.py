@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adapters.cliargs import positive
+
 if TYPE_CHECKING:
     import httpx
 
@@ -24,13 +26,6 @@ REVOKED = (
     "this worker's credentials were revoked on the server "
     "(the worker was deleted or deregistered); stopping"
 )
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def add_agent_commands(commands: Any) -> None:
@@ -57,7 +52,7 @@ def add_agent_commands(commands: Any) -> None:
     )
     register.add_argument("--comms-style", required=True, choices=["polling", "listening"])
     register.add_argument("--policy", help="machine policy name or id (default: the default policy)")
-    register.add_argument("--capacity", type=_positive, help="steps this worker runs at once")
+    register.add_argument("--capacity", type=positive, help="steps this worker runs at once")
     register.add_argument("--home", type=Path, help=home_help)
     register.add_argument(
         "--force", action="store_true",

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from adapters.cliargs import port, positive
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
@@ -17,20 +19,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0-65535, got {value}")
-    return value
 
 
 def _host_port(text: str) -> str:
@@ -48,7 +36,7 @@ def build_parser() -> Parser:
     server = commands.add_parser("server", help="run the server", description="Run the server.")
     server.add_argument("--data-dir", type=Path, help="where data lives (default ./.shoal)")
     server.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    server.add_argument("--port", type=_port, default=8000, help="port (0 picks a free one)")
+    server.add_argument("--port", type=port, default=8000, help="port (0 picks a free one)")
     server.add_argument(
         "--database-url", help="postgresql://… (default: SQLite in the data folder; "
         "also SHOAL_DATABASE_URL)",
@@ -63,15 +51,15 @@ def build_parser() -> Parser:
         help="where the embedded nats-server listens for agents (default: a free loopback port)",
     )
     server.add_argument(
-        "--task-cap", type=_positive, default=5, help="tasks this node runs at once"
+        "--task-cap", type=positive, default=5, help="tasks this node runs at once"
     )
     server.add_argument("--node-name", help="this node's name (default: the host name)")
     server.add_argument(
-        "--worker-wait-limit", type=_positive, default=600, metavar="SECONDS",
+        "--worker-wait-limit", type=positive, default=600, metavar="SECONDS",
         help="how long a step waits for a worker before it fails (default 600)",
     )
     server.add_argument(
-        "--step-log-limit-mb", type=_positive, default=50, metavar="MB",
+        "--step-log-limit-mb", type=positive, default=50, metavar="MB",
         help="a step's log is truncated with a marker past this size (default 50)",
     )
     server.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])

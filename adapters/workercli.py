@@ -8,22 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from adapters.cliargs import positive, remote_port
+
 EXIT_OK, EXIT_USAGE = 0, 2
 MAX_KEY_FILE_BYTES = 64 * 1024
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 1-65535, got {value}")
-    return value
 
 
 def add_worker_commands(commands: Any) -> None:
@@ -47,7 +35,7 @@ def add_worker_commands(commands: Any) -> None:
         help="a pool's name or id (repeat for several)",
     )
     ssh.add_argument("--host", required=True, help="the machine's host name or address")
-    ssh.add_argument("--port", type=_port, default=22, help="its SSH port (default 22)")
+    ssh.add_argument("--port", type=remote_port, default=22, help="its SSH port (default 22)")
     ssh.add_argument("--username", required=True, help="the account steps run as")
     ssh.add_argument(
         "--host-key-fingerprint", required=True, metavar="SHA256:...",
@@ -62,7 +50,7 @@ def add_worker_commands(commands: Any) -> None:
         "--private-key-ref", metavar="PATH",
         help="instead: the absolute path of a key file on the server, read when connecting",
     )
-    ssh.add_argument("--capacity", type=_positive, help="steps this worker runs at once")
+    ssh.add_argument("--capacity", type=positive, help="steps this worker runs at once")
     ssh.add_argument("--policy", help="machine policy name or id (default: the default policy)")
 
 
