@@ -96,6 +96,24 @@ async def collect(
         names = sorted(os.listdir(source))
     except FileNotFoundError:
         return []
+
+    async def stage(name: str, staging: Path) -> Artifact:
+        return await asyncio.to_thread(_stage, source, name, staging)
+
+    return await hand_over(names, stage, staging_root, sink, note)
+
+
+Stager = Callable[[str, Path], Awaitable[Artifact]]
+"""Checks the artifact ``name`` and copies it into the given staging folder."""
+
+
+async def hand_over(
+    names: list[str], stage: Stager, staging_root: Path, sink: ArtifactSink,
+    note: Callable[[str], Awaitable[None]],
+) -> list[str]:
+    """Stage each of ``names`` (at most MAX_ARTIFACTS_PER_STEP) and give it to ``sink``,
+    noting each in the log; returns why each one not returned was not. Shared by the
+    local executor and the SSH runner (which stages over SFTP)."""
     if not names:
         return []  # the common case: no staging folder to make and remove
     problems: list[str] = []
@@ -104,11 +122,14 @@ async def collect(
                         f"{MAX_ARTIFACTS_PER_STEP} are returned")
         await note(f"artifacts: {problems[-1]}")
         names = names[:MAX_ARTIFACTS_PER_STEP]
+    os.makedirs(staging_root, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="artifacts-", dir=staging_root))
     try:
-        for name in names:
+        for index, name in enumerate(names):
             try:
-                artifact = await asyncio.to_thread(_stage, source, name, staging)
+                slot = staging / str(index)
+                slot.mkdir()
+                artifact = await stage(name, slot)
                 await sink(artifact)
             except ArtifactNotReturned as exc:
                 problems.append(f"artifact {name!r} not returned: {exc}")

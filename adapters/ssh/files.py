@@ -18,10 +18,10 @@ from pathlib import Path
 
 import asyncssh
 
-from agent.artifacts import ArtifactNotReturned
+from agent.artifacts import ArtifactNotReturned, hand_over
 from agent.packages import PackageCache, PackageError, place
 from agent.ports import Artifact, ArtifactSink, PackageFile
-from domain.artifacts import MAX_ARTIFACT_BYTES, MAX_ARTIFACTS_PER_STEP, name_problem
+from domain.artifacts import MAX_ARTIFACT_BYTES, name_problem
 
 __all__ = ["fetch_artifacts", "upload_packages"]
 
@@ -61,28 +61,11 @@ async def fetch_artifacts(
     ``note`` gets one log line per artifact. Returns why each one not returned was not."""
     source = f"{folder}/.shoal/artifacts"
     names = sorted(n for n in await sftp.listdir(source) if n not in (".", ".."))
-    problems: list[str] = []
-    if len(names) > MAX_ARTIFACTS_PER_STEP:
-        problems.append(f"the step left {len(names)} artifacts; only the first "
-                        f"{MAX_ARTIFACTS_PER_STEP} are returned")
-        await note(f"artifacts: {problems[-1]}")
-        names = names[:MAX_ARTIFACTS_PER_STEP]
-    if not names:
-        return problems
-    staging = Path(tempfile.mkdtemp(prefix="ssh-artifacts-", dir=_existing(staging_root)))
-    try:
-        for index, name in enumerate(names):
-            try:
-                artifact = await _fetch(sftp, f"{source}/{name}", name, staging / str(index))
-                await sink(artifact)
-            except ArtifactNotReturned as exc:
-                problems.append(f"artifact {name!r} not returned: {exc}")
-                await note(problems[-1])
-                continue
-            await note(f"artifact {name!r} returned ({artifact.size} bytes, SHA-256 {artifact.sha256})")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return problems
+
+    async def stage(name: str, slot: Path) -> Artifact:
+        return await _fetch(sftp, f"{source}/{name}", name, slot / "artifact")
+
+    return await hand_over(names, stage, staging_root, sink, note)
 
 
 async def _fetch(sftp: asyncssh.SFTPClient, remote: str, name: str, local: Path) -> Artifact:
