@@ -97,15 +97,21 @@ async def place_all(
     """Fetch (or find cached) and place each package in turn, appending a log line to
     ``placed`` for each; PackageError (naming the package) at the first that fails."""
     for package in packages:
-        label = f"package {package.id} {package.version}"
-        if cache is None:
-            raise PackageError(f"{label}: this worker cannot fetch packages")
-        try:
-            cached = await cache.get(package.sha256)
-        except PackageError as exc:
-            raise PackageError(f"{label}: {exc}") from None
+        label, cached = await fetch_cached(cache, package)
         written = await asyncio.to_thread(place, package, cached, folder, owner)
         placed.append(f"{label} is in {written}")
+
+
+async def fetch_cached(cache: PackageCache | None, package: PackageFile) -> tuple[str, Path]:
+    """The package's name for messages and its cached file (fetched first if needed);
+    PackageError naming the package when it cannot be had."""
+    label = f"package {package.id} {package.version}"
+    if cache is None:
+        raise PackageError(f"{label}: this worker cannot fetch packages")
+    try:
+        return label, await cache.get(package.sha256)
+    except PackageError as exc:
+        raise PackageError(f"{label}: {exc}") from None
 
 
 def place(package: PackageFile, cached: Path, folder: Path, owner: tuple[int, int] | None = None) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 import asyncssh
 
 from agent.artifacts import ArtifactNotReturned, hand_over
-from agent.packages import PackageCache, PackageError, place
+from agent.packages import PackageCache, PackageError, fetch_cached, place
 from agent.ports import Artifact, ArtifactSink, PackageFile
 from domain.artifacts import MAX_ARTIFACT_BYTES, name_problem
 
@@ -35,13 +35,7 @@ async def upload_packages(
     staging = Path(tempfile.mkdtemp(prefix="ssh-packages-", dir=_existing(staging_root)))
     try:
         for package in packages:
-            label = f"package {package.id} {package.version}"
-            if cache is None:
-                raise PackageError(f"{label}: this worker cannot fetch packages")
-            try:
-                cached = await cache.get(package.sha256)
-            except PackageError as exc:
-                raise PackageError(f"{label}: {exc}") from None
+            label, cached = await fetch_cached(cache, package)
             written = await asyncio.to_thread(place, package, cached, staging)
             local = staging / written.rstrip("/")
             try:
