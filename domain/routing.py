@@ -1,15 +1,19 @@
 """Where a step runs: the rule from the product, as one pure function.
 
-1. A step resolves to a pool: the one it names, else the default pool.
+1. A step resolves to a pool: the one it names always wins; else, for an execution on
+   behalf of a target that has a default worker pool, the target's pool; else the
+   default pool.
 2. Default pool, no workers in it at all (unhealthy or disabled ones still count), and
-   the built-in worker enabled -> the built-in worker.
+   the built-in worker enabled -> the built-in worker. A target's pool counts as the
+   default pool only when it *is* the default pool (same id); any other target pool is
+   treated like a pool the step named.
 3. Otherwise a worker of that pool that is enabled, online (its agent is connected), not
    unhealthy or unavailable, and has free capacity; the least busy, ties taken in turn.
    None -> the step waits.
 
 It never falls back to the server for a pool that has workers, nor for a non-default
-pool: that is what lets one worker in the default pool stop user code running on the
-server.
+pool (named by the step or by the target): that is what lets one worker in the default
+pool stop user code running on the server.
 """
 
 from __future__ import annotations
@@ -83,9 +87,17 @@ class Refuse:
 Route = RunOnBuiltIn | RunOnWorker | Wait | Refuse
 
 
-def resolve_pool(step_pool_id: UUID | None, default_pool_id: UUID) -> UUID:
-    """The pool a step runs in: its own, else the default."""
-    return step_pool_id if step_pool_id is not None else default_pool_id
+def resolve_pool(
+    step_pool_id: UUID | None, default_pool_id: UUID, target_pool_id: UUID | None = None
+) -> UUID:
+    """The pool a step runs in: the one it names, else the default worker pool of the
+    target it runs on behalf of (``target_pool_id``, None when there is no target or it
+    has no pool), else the default pool."""
+    if step_pool_id is not None:
+        return step_pool_id
+    if target_pool_id is not None:
+        return target_pool_id
+    return default_pool_id
 
 
 def route(
@@ -96,10 +108,15 @@ def route(
     members: tuple[Candidate, ...],
     built_in_enabled: bool,
     turn: int = 0,
+    target_pool_id: UUID | None = None,
 ) -> Route:
-    """Decide where one step runs. ``members`` are every worker of the resolved pool;
-    ``turn`` rotates among equally busy workers (pass a counter that moves on)."""
-    pool_id = resolve_pool(step_pool_id, default_pool_id)
+    """Decide where one step runs. ``members`` are every worker of the resolved pool (see
+    resolve_pool) and ``pool_name`` its name; ``turn`` rotates among equally busy workers
+    (pass a counter that moves on). ``target_pool_id`` is the default worker pool of the
+    target the execution is on behalf of, if any: used only when the step names no pool.
+    Only the default pool itself can fall back to the built-in worker, so an empty target
+    pool other than the default makes the step wait."""
+    pool_id = resolve_pool(step_pool_id, default_pool_id, target_pool_id)
     if pool_id == default_pool_id and not members:
         if built_in_enabled:
             return RunOnBuiltIn(pool_id)
