@@ -39,6 +39,12 @@ class WorkerPool(ShoalAggregate):
     class MemberRemoved(ShoalAggregate.Event):
         worker_id: UUID
 
+    class TargetAttached(ShoalAggregate.Event):
+        target_id: UUID
+
+    class TargetDetached(ShoalAggregate.Event):
+        target_id: UUID
+
     class Deleted(ShoalAggregate.Deleted):
         pass
 
@@ -49,6 +55,7 @@ class WorkerPool(ShoalAggregate):
         self.sort_order = sort_order
         self.is_default = False
         self.member_ids: frozenset[UUID] = frozenset()
+        self.target_ids: frozenset[UUID] = frozenset()
         self.is_deleted = False
 
     def rename(self, name: str, actor: Actor) -> None:
@@ -106,8 +113,27 @@ class WorkerPool(ShoalAggregate):
     def _remove_member(self, worker_id: UUID, actor: Actor) -> None:
         self.member_ids = self.member_ids - {worker_id}
 
+    def attach_target(self, target_id: UUID, actor: Actor) -> None:
+        """Record that a deployment target runs its steps here by default."""
+        if target_id not in self.target_ids:
+            self._attach_target(target_id=target_id, actor=actor)
+
+    @event(TargetAttached)
+    def _attach_target(self, target_id: UUID, actor: Actor) -> None:
+        self.target_ids = self.target_ids | {target_id}
+
+    def detach_target(self, target_id: UUID, actor: Actor) -> None:
+        """Record that a target no longer has this pool as its default."""
+        if target_id in self.target_ids:
+            self._detach_target(target_id=target_id, actor=actor)
+
+    @event(TargetDetached)
+    def _detach_target(self, target_id: UUID, actor: Actor) -> None:
+        self.target_ids = self.target_ids - {target_id}
+
     def delete(self, actor: Actor) -> None:
-        """Delete the pool: never the default one, never one that still has workers."""
+        """Delete the pool: never the default one, never one that still has workers or
+        is some target's default pool."""
         if self.is_default:
             raise Conflict(
                 f"pool {self.name!r} is the default pool; make another pool the default first"
@@ -116,6 +142,11 @@ class WorkerPool(ShoalAggregate):
             raise Conflict(
                 f"pool {self.name!r} still has {len(self.member_ids)} worker(s); "
                 "move or delete them first"
+            )
+        if self.target_ids:
+            raise Conflict(
+                f"pool {self.name!r} is the default pool of {len(self.target_ids)} "
+                "deployment target(s); change their default pool first"
             )
         self._delete(actor=actor)
 

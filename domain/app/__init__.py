@@ -11,6 +11,7 @@ from domain.app.keys import KeyCommands
 from domain.app.packages import PackageCommands
 from domain.app.policies import POLICY
 from domain.app.pools import POOL
+from domain.app.targets import TargetCommands
 from domain.app.tasks import TaskCommands
 from domain.app.workers import WorkerCommands
 from domain.errors import Conflict
@@ -26,7 +27,13 @@ __all__ = ["Saved", "Shoal", "command"]
 
 
 class Shoal(
-    WorkerCommands, TaskCommands, ConfigurationCommands, KeyCommands, PackageCommands, CommandsBase
+    WorkerCommands,
+    TaskCommands,
+    TargetCommands,
+    ConfigurationCommands,
+    KeyCommands,
+    PackageCommands,
+    CommandsBase,
 ):
     """The one Application. Command methods live in per-concept mixins."""
 

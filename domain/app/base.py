@@ -170,6 +170,11 @@ class CommandsBase(Application[UUID]):
         released = self._release_name(kind, old, actor)
         return [i for i in (reserved, released) if i is not None]
 
+    def _names_of(self, aggregate_ids: frozenset[UUID]) -> str:
+        """The quoted names of these aggregates, sorted, for an error message."""
+        names = [getattr(self._find(Aggregate, i), "name", str(i)) for i in aggregate_ids]
+        return ", ".join(repr(n) for n in sorted(names, key=str.casefold))
+
     def aggregate_state(self, aggregate_id: UUID) -> Any:
         """The current aggregate, whatever its type (for tests and tools)."""
         return self.repository.get(aggregate_id)

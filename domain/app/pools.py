@@ -95,6 +95,11 @@ class PoolCommands(CommandsBase):
     def delete_pool(self, pool_id: UUID, *, actor: Actor) -> int:
         """Delete an empty, non-default pool and free its name."""
         pool = self.get_pool(pool_id)
+        if pool.target_ids and not pool.is_default:
+            raise Conflict(
+                f"pool {pool.name!r} is the default pool of deployment target(s) "
+                f"{self._names_of(pool.target_ids)}; change their default pool first"
+            )
         pool.delete(actor)
         index = self._release_name(POOL, pool.name, actor)
         return self._save(pool, index)
