@@ -16,6 +16,7 @@ from adapters.http.limits import BodyLimit
 from adapters.http.routers import (
     artifacts,
     configuration,
+    environments,
     events,
     health,
     keys,
@@ -23,6 +24,7 @@ from adapters.http.routers import (
     policies,
     pools,
     projects,
+    targets,
     tasks,
     workers,
 )
@@ -83,7 +85,7 @@ def create_app(container: ServerContainer) -> FastAPI:
     install_error_handlers(app)
     for module in (
         health, pools, workers, policies, keys, events, projects, tasks, configuration,
-        packages, artifacts,
+        packages, artifacts, environments, targets,
     ):
         app.include_router(module.router)
     app.add_middleware(

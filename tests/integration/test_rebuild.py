@@ -25,7 +25,8 @@ Runners = Callable[..., ProjectionRunner]
 
 def busy_history(app: Shoal) -> dict[str, UUID]:
     """Pools, workers moved between them, a rename, health, a deregistration, a policy
-    change, a key: something of every kind each projection handles."""
+    change, a key, environments and a target: something of every kind each projection
+    handles."""
     blue = app.create_pool(name=rid("blue"), sort_order=2, actor=TESTER).aggregate.id
     green = app.create_pool(name=rid("green"), is_default=True, actor=TESTER).aggregate.id
     policy = app.create_policy(name=rid("policy"), health_check_interval_s=120, actor=TESTER)
@@ -54,6 +55,17 @@ def busy_history(app: Shoal) -> dict[str, UUID]:
         Step(name="approve", action=Action.MANUAL_INTERVENTION, start=Start.WITH_PREVIOUS),
     ), actor=TESTER)
     app.update_project(project.id, name=rid("site"), description="renamed", actor=TESTER)
+    prod = app.create_environment(name=rid("prod"), actor=TESTER).aggregate.id
+    test = app.create_environment(name=rid("test"), actor=TESTER).aggregate.id
+    app.update_environment(prod, name=rid("live"), description="renamed", actor=TESTER)
+    region = app.create_target(
+        name=rid("region"), roles=("web", "db"), environment_ids=(prod, test),
+        default_worker_pool_id=green, actor=TESTER,
+    ).aggregate.id
+    app.update_target(
+        region, name=rid("eu"), roles=("api",), environment_ids=(prod,),
+        default_worker_pool_id=None, is_disabled=True, actor=TESTER,
+    )
     task = app.queue_script(syntax=Syntax.BASH, script_body="echo hi", actor=TESTER).aggregate
     step = task.steps[0].name
     app.update_task(task.id, lambda t: t.start("node-1", TESTER))
