@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapters.nats.bus import BusError
+from adapters.nats.embedded import EmbeddedNatsError
 from domain.errors import Conflict, InvalidTransition, NotFound, Rejected, ShoalError
 
 log = logging.getLogger("shoal.http")
@@ -64,6 +66,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse(
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(BusError)
+    @app.exception_handler(EmbeddedNatsError)
+    async def _transport(request: Request, exc: Exception) -> JSONResponse:
+        # The write is stored; what failed is telling NATS (users, queues): say so, and
+        # that trying again is safe, rather than answer 500.
+        log.warning("message bus unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            {"detail": f"the message bus is not available right now ({exc}); try again shortly"},
+            status_code=503,
         )
 
     @app.exception_handler(Exception)

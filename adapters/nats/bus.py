@@ -299,18 +299,22 @@ class NatsBus:
         self, stream: str, durable: str, filter_subject: str, *, ack_wait: float = 30.0,
         max_ack_pending: int = 1000,
     ) -> None:
-        """Create a durable pull consumer with explicit acks (kept if it exists)."""
+        """Create a durable pull consumer with explicit acks (kept if it exists). BusError
+        when JetStream does not answer."""
         js = self.jetstream()
         try:
-            await js.consumer_info(stream, durable)
-            return
-        except nats.js.errors.NotFoundError:
-            pass
-        await js.add_consumer(stream, ConsumerConfig(
-            durable_name=durable, filter_subject=filter_subject, ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL, ack_wait=ack_wait, max_ack_pending=max_ack_pending,
-            max_deliver=-1,
-        ))
+            try:
+                await js.consumer_info(stream, durable)
+                return
+            except nats.js.errors.NotFoundError:
+                pass
+            await js.add_consumer(stream, ConsumerConfig(
+                durable_name=durable, filter_subject=filter_subject, ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL, ack_wait=ack_wait,
+                max_ack_pending=max_ack_pending, max_deliver=-1,
+            ))
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BusError(f"JetStream could not set up consumer {durable}: {exc!r}") from None
         log.info("jetstream consumer created", extra={"stream": stream, "consumer": durable})
 
     async def delete_consumer(self, stream: str, durable: str) -> None:

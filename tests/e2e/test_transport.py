@@ -48,6 +48,25 @@ def test_an_external_nats_is_used_instead(tmp_path: Path) -> None:
         asyncio.run(external.stop())
 
 
+def test_registering_an_agent_while_nats_is_down_is_503_not_500(tmp_path: Path) -> None:
+    external = EmbeddedNats(EmbeddedNatsConfig(tmp_path / "external"))
+    asyncio.run(external.start())
+    server = ServerProcess(tmp_path / "data", extra=["--nats-url", external.url]).start()
+    try:
+        asyncio.run(external.stop())
+        with server.client() as c:
+            pool = c.get("/api/worker-pools").json()["items"][0]["id"]
+            r = c.post("/api/workers", json={"name": "away", "pool_ids": [pool],
+                                             "comms_style": "polling"}, timeout=30)
+            listed = c.get("/api/workers", params={"name": "away"}).json()
+        assert r.status_code == 503, r.text
+        assert "message bus is not available" in r.json()["detail"]
+        assert listed["total"] == 0, "the half-made registration was taken back"
+    finally:
+        server.stop()
+        asyncio.run(external.stop())
+
+
 def test_an_unreachable_external_nats_is_exit_3_naming_it(tmp_path: Path) -> None:
     r = subprocess.run(
         [SHOAL, "server", "--data-dir", str(tmp_path), "--port", "0",

@@ -11,6 +11,8 @@ from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr, model_v
 
 from adapters.http.deps import App, Container, Views, require, wait_for
 from adapters.http.schemas import Page, Request, Skip, Take, not_found, parse_id, position_header
+from adapters.nats.bus import BusError
+from adapters.nats.embedded import EmbeddedNatsError
 from adapters.secrets import SecretBox
 from adapters.ssh.targets import seal_private_key
 from adapters.workers.hub import AGENT_STYLES, AgentRegistration
@@ -242,7 +244,13 @@ async def register(
     worker = saved.aggregate
     registration = None
     if body.comms_style in AGENT_STYLES:
-        registration = await container.hub.activate(worker.id, body.comms_style, password)
+        try:
+            registration = await container.hub.activate(worker.id, body.comms_style, password)
+        except (BusError, EmbeddedNatsError):
+            # The agent could not be let in: take the registration back, so trying again
+            # later is a plain retry (the name is free), then answer 503.
+            await asyncio.to_thread(app.deregister_worker, worker.id, actor=actor)
+            raise
     response.headers.update(position_header(saved.position))
     out = await asyncio.to_thread(_read, container.views, str(worker.id))
     return WorkerRegistered(**out.model_dump(), registration=registration)
