@@ -84,7 +84,8 @@ class AgentAccess:
         """Write and, when it changed and the server runs, reload; returns once
         nats-server has applied it (so a just-registered agent can connect)."""
         async with self._lock:
-            if self.write(agents) and self.nats.pid is not None:
+            # A file write: off the event loop, like every other blocking call.
+            if await asyncio.to_thread(self.write, agents) and self.nats.pid is not None:
                 await self.nats.reload()
                 log.info("agent users applied", extra={"agents": len(agents)})
 
