@@ -10,7 +10,8 @@ from uuid import UUID
 from domain.codec import register_enum, register_record
 from domain.errors import Rejected
 from domain.packages import MAX_PACKAGES_PER_STEP, check_package_id, check_version
-from domain.rules import MAX_DURATION_S, clean_name
+from domain.rules import MAX_DURATION_S, clean_name, name_key
+from domain.targets import clean_roles
 
 MAX_SCRIPT_BYTES = 1024 * 1024
 MAX_STEPS = 200
@@ -112,6 +113,12 @@ class Step:
     instructions: str | None = None
     certificate: Certificate | None = None
     packages: tuple[tuple[str, str], ...] = field(default=())
+    # Run once per enabled target in the run's environment that has any of these roles.
+    on_behalf_of_roles: tuple[str, ...] = field(default=())
+    # With on_behalf_of_roles: skip the step (rather than fail it) when no target matches.
+    skip_if_no_targets: bool = False
+    # Run only in runs into these environments (by name); none: everywhere.
+    environments: tuple[str, ...] = field(default=())
 
 
 def check_script(syntax: Syntax | None, script_body: str | None, step: str | None = None) -> None:
@@ -137,12 +144,27 @@ def check_step(step: Step) -> Step:
         raise Rejected(f"step {name!r}: max_parallelism must be at least 1")
     if step.max_parallelism is not None and step.max_parallelism > MAX_PARALLELISM:
         raise Rejected(f"step {name!r}: max_parallelism must be at most {MAX_PARALLELISM}")
+    step = _check_action(step, name)
+    if step.skip_if_no_targets and not step.on_behalf_of_roles:
+        raise Rejected(f"step {name!r}: skip_if_no_targets needs on_behalf_of_roles")
+    step = replace(
+        step,
+        on_behalf_of_roles=clean_step_roles(step.on_behalf_of_roles, name),
+        environments=clean_step_environments(step.environments, name),
+    )
+    return step if name == step.name else replace(step, name=name)
+
+
+def _check_action(step: Step, name: str) -> Step:
+    """The fields a step's action needs, and none that only other actions take."""
     if step.action is Action.SCRIPT:
         check_script(step.syntax, step.script_body, name)
         check_step_packages(step.packages, name)
     elif step.worker_pool_id is not None or step.script_body is not None or step.packages:
         raise Rejected(f"step {name!r}: a {step.action.value} step runs in the server and "
                        "takes no worker_pool_id, script_body or packages")
+    elif step.on_behalf_of_roles:
+        raise Rejected(f"step {name!r}: only script steps run on behalf of roles")
     if step.action is Action.EMAIL:
         if step.email is None or not step.email.to:
             raise Rejected(f"step {name!r}: an email step needs email.to")
@@ -153,7 +175,30 @@ def check_step(step: Step) -> Step:
         if step.certificate is None or not step.certificate.pem.strip():
             raise Rejected(f"step {name!r}: an import_certificate step needs certificate.pem")
         step = replace(step, certificate=without_private_keys(step.certificate))
-    return step if name == step.name else replace(step, name=name)
+    return step
+
+
+def clean_step_roles(roles: tuple[str, ...], step: str) -> tuple[str, ...]:
+    """The roles a step runs on behalf of, checked as a target's roles are (each once,
+    whatever its case, order kept); none means the step is not run on behalf of roles."""
+    if not roles:
+        return ()
+    try:
+        return clean_roles(roles)
+    except Rejected as exc:
+        raise Rejected(f"step {step!r}: {exc}") from None
+
+
+def clean_step_environments(names: tuple[str, ...], step: str) -> tuple[str, ...]:
+    """The environments a step is scoped to: valid names, each once. Whether they exist
+    is the application's check."""
+    cleaned: list[str] = []
+    for raw in names:
+        name = clean_name(raw, f"step {step!r}: an environment name")
+        if name_key(name) in {name_key(n) for n in cleaned}:
+            raise Rejected(f"step {step!r}: environment {name!r} is listed twice")
+        cleaned.append(name)
+    return tuple(cleaned)
 
 
 def check_step_packages(packages: tuple[tuple[str, str], ...], step: str) -> None:

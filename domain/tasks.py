@@ -14,6 +14,7 @@ from domain.artifacts import MAX_ARTIFACT_BYTES, MAX_ARTIFACTS_PER_STEP, is_sha2
 from domain.base import ShoalAggregate
 from domain.codec import register_enum
 from domain.errors import InvalidTransition
+from domain.executions import TargetExecution
 from domain.plan import StepState, TaskState, task_outcome
 from domain.process import Action, Step
 
@@ -48,6 +49,8 @@ class Task(ShoalAggregate):
         name: str
         project_id: UUID | None
         steps: tuple[Step, ...]
+        environment_id: UUID | None
+        environment_name: str | None
 
     class Started(ShoalAggregate.Event):
         node: str
@@ -55,6 +58,10 @@ class Task(ShoalAggregate):
     class StepWaiting(ShoalAggregate.Event):
         step: str
         reason: str
+
+    class ExecutionsPlanned(ShoalAggregate.Event):
+        step: str
+        executions: tuple[TargetExecution, ...]
 
     class StepAssigned(ShoalAggregate.Event):
         step: str
@@ -105,14 +112,24 @@ class Task(ShoalAggregate):
         project_id: UUID | None,
         steps: tuple[Step, ...],
         actor: Actor,
+        environment_id: UUID | None = None,
+        environment_name: str | None = None,
     ) -> None:
         self.kind = kind
         self.name = name
         self.project_id = project_id
         self.steps = steps
+        self.environment_id = environment_id
+        self.environment_name = environment_name
         self.state = TaskState.QUEUED
         self.node: str | None = None
+        # Keyed by run: a step's name, or the key of one of its executions on behalf
+        # of a target (see ``executions``).
         self.runs: dict[str, StepRun] = {s.name: StepRun() for s in steps}
+        # step -> its executions on behalf of targets, once planned
+        self.executions: dict[str, tuple[TargetExecution, ...]] = {}
+        # execution key -> its step's name
+        self.parent_of: dict[str, str] = {}
         self.cancel_requested = False
         self.queued_by = actor.name
         self.is_deleted = False
@@ -129,9 +146,22 @@ class Task(ShoalAggregate):
         raise InvalidTransition(f"task has no step named {name!r}")
 
     def run_of(self, name: str) -> StepRun:
-        """The step's progress."""
-        self.step(name)
-        return self.runs[name]
+        """The progress of a step, or of one execution of it (by its key)."""
+        run = self.runs.get(name)
+        if run is None:
+            raise InvalidTransition(f"task has no step named {name!r}")
+        return run
+
+    def spec_of(self, name: str) -> Step:
+        """The step a run (a step, or an execution of it by key) runs."""
+        return self.step(self.parent_of.get(name, name))
+
+    def execution_of(self, key: str) -> TargetExecution | None:
+        """The planned execution named ``key``; None for a step's own run."""
+        step = self.parent_of.get(key)
+        if step is None:
+            return None
+        return next(e for e in self.executions[step] if e.key == key)
 
     # -- commands ------------------------------------------------------------------------
 
@@ -170,10 +200,41 @@ class Task(ShoalAggregate):
     def _wait(self, step: str, reason: str, actor: Actor) -> None:
         self.runs[step] = replace(self.runs[step], state=StepState.WAITING, reason=reason)
 
+    def plan_executions(
+        self, step: str, executions: tuple[TargetExecution, ...], actor: Actor
+    ) -> None:
+        """Record the targets a step on behalf of roles runs for, one execution each;
+        the step runs until they have all ended. Planned once per task."""
+        spec = self.step(step)
+        run = self._require_executing(step)
+        if not spec.on_behalf_of_roles:
+            raise InvalidTransition(f"step {step!r} does not run on behalf of roles")
+        if step in self.executions or run.state not in (StepState.PENDING, StepState.WAITING):
+            raise InvalidTransition(f"the executions of step {step!r} are already planned")
+        if not executions:
+            raise InvalidTransition(f"step {step!r}: no executions to plan")
+        keys = [e.key for e in executions]
+        if len(set(keys)) != len(keys) or any(k in self.runs for k in keys):
+            raise InvalidTransition(f"step {step!r}: execution keys must be new and unique")
+        self._plan_executions(step=step, executions=executions, actor=actor)
+
+    @event(ExecutionsPlanned)
+    def _plan_executions(
+        self, step: str, executions: tuple[TargetExecution, ...], actor: Actor
+    ) -> None:
+        self.executions[step] = executions
+        self.runs[step] = replace(self.runs[step], state=StepState.RUNNING, reason="")
+        for execution in executions:
+            self.runs[execution.key] = StepRun()
+            self.parent_of[execution.key] = step
+
     def assign(
         self, step: str, pool_id: UUID | None, worker_id: UUID | None, worker_name: str, actor: Actor
     ) -> None:
-        """Give a step to a worker (None: the built-in worker)."""
+        """Give a step, or one execution of it, to a worker (None: the built-in
+        worker)."""
+        if step in self.executions:
+            raise InvalidTransition(f"step {step!r} runs as one execution per target")
         if self._require_executing(step).state not in (
             StepState.PENDING, StepState.WAITING, StepState.ASSIGNED
         ):
@@ -235,6 +296,8 @@ class Task(ShoalAggregate):
         """A running step returned a file (its bytes are already in the artifact store).
         Storing a name again replaces it; a step returns at most MAX_ARTIFACTS_PER_STEP."""
         self._require_executing(step)
+        if step in self.executions:
+            raise InvalidTransition(f"step {step!r} runs per target: its executions return files")
         problem = name_problem(name)
         if problem is not None:
             raise InvalidTransition(f"artifact name {name!r} refused: {problem}")
@@ -251,7 +314,7 @@ class Task(ShoalAggregate):
 
     def request_intervention(self, step: str, instructions: str, actor: Actor) -> None:
         """A manual intervention step waits for a person."""
-        if self.step(step).action is not Action.MANUAL_INTERVENTION:
+        if self.spec_of(step).action is not Action.MANUAL_INTERVENTION or step in self.parent_of:
             raise InvalidTransition(f"step {step!r} is not a manual intervention")
         if self._require_executing(step).state is StepState.AWAITING_INTERVENTION:
             raise InvalidTransition(f"step {step!r} is already waiting for an intervention")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from uuid import UUID
 
 from domain.actors import Actor
 from domain.app.base import CommandsBase, Saved, command
+from domain.app.environments import EnvironmentCommands
 from domain.app.pools import PoolCommands
 from domain.errors import NotFound, Rejected
 from domain.process import Step, check_process
@@ -15,7 +17,7 @@ from domain.rules import clean_description, clean_name
 PROJECT = "project"
 
 
-class ProjectCommands(PoolCommands, CommandsBase):
+class ProjectCommands(EnvironmentCommands, PoolCommands, CommandsBase):
     """Create, change and delete projects; set their process."""
 
     def get_project(self, project_id: UUID) -> Project:
@@ -72,8 +74,9 @@ class ProjectCommands(PoolCommands, CommandsBase):
         return self._save(project, self._release_name(PROJECT, project.name, actor))
 
     def check_steps(self, steps: tuple[Step, ...]) -> tuple[Step, ...]:
-        """A process whose steps are valid and whose pools exist."""
-        checked = check_process(steps)
+        """A process whose steps are valid and whose pools and environments exist (the
+        environments a step is scoped to are kept under their current names)."""
+        checked = tuple(self._known_environments(s) for s in check_process(steps))
         for step in checked:
             if step.worker_pool_id is not None:
                 try:
@@ -83,6 +86,17 @@ class ProjectCommands(PoolCommands, CommandsBase):
                         f"step {step.name!r}: worker pool {step.worker_pool_id} does not exist"
                     ) from None
         return checked
+
+    def _known_environments(self, step: Step) -> Step:
+        names = []
+        for name in step.environments:
+            try:
+                names.append(self.resolve_environment(name).name)
+            except NotFound:
+                raise Rejected(
+                    f"step {step.name!r}: environment {name!r} does not exist"
+                ) from None
+        return replace(step, environments=tuple(names)) if names else step
 
     @command
     def set_process(

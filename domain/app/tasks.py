@@ -10,9 +10,10 @@ from eventsourcing.persistence import RecordConflictError
 
 from domain.actors import Actor
 from domain.app.base import CommandsBase, Saved, command
+from domain.app.environments import EnvironmentCommands
 from domain.app.projects import ProjectCommands
 from domain.certificates import ParsedCertificate, StoredCertificate
-from domain.errors import InvalidTransition, Rejected
+from domain.errors import InvalidTransition, NotFound, Rejected
 from domain.plan import StepState, TaskState
 from domain.process import Action, Step, Syntax, check_script
 from domain.reports import StepReport, refusal
@@ -22,7 +23,7 @@ from domain.tasks import Task, TaskKind
 SCRIPT_STEP_NAME = "Run script"
 
 
-class TaskCommands(ProjectCommands, CommandsBase):
+class TaskCommands(ProjectCommands, EnvironmentCommands, CommandsBase):
     """Everything that writes a Task or its log."""
 
     def get_task(self, task_id: UUID) -> Task:
@@ -54,17 +55,28 @@ class TaskCommands(ProjectCommands, CommandsBase):
         return Saved(task, self._save(task))
 
     @command
-    def queue_run(self, project_id: UUID, *, actor: Actor) -> Saved[Task]:
-        """A task running the project's current process."""
+    def queue_run(
+        self, project_id: UUID, *, environment: str | None = None, actor: Actor
+    ) -> Saved[Task]:
+        """A task running the project's current process, into ``environment`` (a name or
+        id) when given."""
         project = self.get_project(project_id)
         if not project.steps:
             raise Rejected(f"project {project.name!r} has no steps: set its process first")
+        into = None
+        if environment is not None:
+            try:
+                into = self.resolve_environment(environment)
+            except NotFound:
+                raise Rejected(f"environment {environment!r} does not exist") from None
         task = Task(
             kind=TaskKind.DEPLOYMENT,
             name=project.name,
             project_id=project.id,
             steps=project.steps,
             actor=actor,
+            environment_id=into.id if into is not None else None,
+            environment_name=into.name if into is not None else None,
         )
         return Saved(task, self._save(task))
 
