@@ -115,3 +115,14 @@ def get_target(db: Database, target_id: str) -> dict[str, Any] | None:
         cur.execute(f"SELECT {_COLUMNS} FROM rm_targets WHERE id = ?", (target_id,))
         row = cur.fetchone()
         return None if row is None else _target(row)
+
+
+def targets_in_environment(db: Database, environment_id: str) -> list[dict[str, Any]]:
+    """Every target in the environment (enabled or not), by name."""
+    with db.read() as cur:
+        cur.execute(
+            f"SELECT {_COLUMNS} FROM rm_targets WHERE environment_ids LIKE ? "
+            "ORDER BY lower(name), id",
+            (f'%"{environment_id}"%',),
+        )
+        return [_target(r) for r in cur.fetchall()]

@@ -39,7 +39,9 @@ class TaskLogs(Projection):
 
     @handles(Task.Queued)
     def _queued(self, e: Task.Queued, position: int, cur: Cursor) -> None:
-        self._system(cur, e, position, "", f"Task queued by {e.actor.name}")
+        into = getattr(e, "environment_name", None)  # absent from tasks queued before
+        where = f" into environment {into}" if into else ""
+        self._system(cur, e, position, "", f"Task queued by {e.actor.name}{where}")
 
     @handles(Task.Started)
     def _started(self, e: Task.Started, position: int, cur: Cursor) -> None:
@@ -48,6 +50,13 @@ class TaskLogs(Projection):
     @handles(Task.StepWaiting)
     def _waiting(self, e: Task.StepWaiting, position: int, cur: Cursor) -> None:
         self._system(cur, e, position, e.step, e.reason)
+
+    @handles(Task.ExecutionsPlanned)
+    def _planned(self, e: Task.ExecutionsPlanned, position: int, cur: Cursor) -> None:
+        names = ", ".join(x.target_name for x in e.executions)
+        count = len(e.executions)
+        self._system(cur, e, position, e.step,
+                     f"Running on behalf of {count} target{'s' if count != 1 else ''}: {names}")
 
     @handles(Task.StepAssigned)
     def _assigned(self, e: Task.StepAssigned, position: int, cur: Cursor) -> None:

@@ -77,8 +77,8 @@ class Dispatcher:
     async def _recover(self, task_id: UUID) -> None:
         task: Task = await asyncio.to_thread(self.ctx.app.get_task, task_id)
         for name, run in task.runs.items():
-            if run.state not in (StepState.ASSIGNED, StepState.RUNNING):
-                continue
+            if run.state not in (StepState.ASSIGNED, StepState.RUNNING) or name in task.executions:
+                continue  # a step run per target runs in its executions, each seen here
             if run.worker_id is not None:
                 # An agent's step goes on without us (its reports wait in JetStream); an
                 # SSH step was this server's to drive, and nobody reads it any more.

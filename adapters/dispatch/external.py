@@ -14,9 +14,9 @@ from adapters.workers.gateway import Sent, WorkerUnavailable
 from domain.errors import NotFound
 from domain.messages import CancelStep, ExecStep, PackageRef
 from domain.plan import StepState
-from domain.process import Step
 
 if TYPE_CHECKING:
+    from adapters.dispatch.execution import Execution
     from adapters.dispatch.taskrun import TaskRun
 
 # How long a worker may take to confirm a cancel by its final report before the server
@@ -31,12 +31,13 @@ class ExternalStep:
     """One execution of a step on one worker."""
 
     def __init__(
-        self, run: TaskRun, step: Step, worker_id: UUID, worker_name: str, pool_name: str,
-        packages: tuple[PackageRef, ...] = (),
+        self, run: TaskRun, execution: Execution, worker_id: UUID, worker_name: str,
+        pool_name: str, packages: tuple[PackageRef, ...] = (),
     ) -> None:
         self.run_ = run
         self.packages = packages
-        self.step = step
+        self.execution = execution
+        self.step = execution.step
         self.worker_id = worker_id
         self.worker_name = worker_name
         self.pool_name = pool_name
@@ -47,17 +48,13 @@ class ExternalStep:
         run, ctx, step = self.run_, self.run_.ctx, self.step
         task = run.known
         assert task is not None and step.syntax is not None and step.script_body is not None
-        current = task.run_of(step.name)
+        key = self.execution.key
+        current = task.run_of(key)
         assert current.assignment is not None
         instruction = ExecStep(
-            worker_id=str(self.worker_id), task_id=str(run.task_id), step=step.name,
+            worker_id=str(self.worker_id), task_id=str(run.task_id), step=key,
             assignment=current.assignment, syntax=step.syntax.value, script=step.script_body,
-            env={
-                "SHOAL_TASK_ID": str(run.task_id),
-                "SHOAL_STEP_NAME": step.name,
-                "SHOAL_WORKER_NAME": self.worker_name,
-                "SHOAL_WORKER_POOL": self.pool_name,
-            },
+            env=self.execution.env(run.task_id, self.worker_name, self.pool_name),
             timeout_s=step.timeout_s, max_log_bytes=ctx.log_limit_bytes,
             # A polling agent back after this finds the server has given up on it.
             expires_at=time.time() + ctx.wait_limit_s,
@@ -84,13 +81,13 @@ class ExternalStep:
         return await self.follow(current.assignment, sent)
 
     async def _take_back(self, why: str) -> None:
-        ctx, name = self.run_.ctx, self.step.name
+        ctx, name = self.run_.ctx, self.execution.key
         reason = f"worker {self.worker_name!r} could not take the step: {why}"
         await self.run_._update(lambda t: t.requeue(name, reason, ctx.actor))
 
     async def follow(self, assignment: int, sent: Sent | None) -> StepState | None:
         """Wait for the step of this assignment to end; handle cancel and a silent worker."""
-        run, ctx, name = self.run_, self.run_.ctx, self.step.name
+        run, ctx, name = self.run_, self.run_.ctx, self.execution.key
         loop = asyncio.get_running_loop()
         cancel_at: float | None = None
         running_since: float | None = None

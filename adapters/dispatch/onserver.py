@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 from agent.ports import LogLine, PackageFile, StepRequest, StepResult
 from domain.messages import PackageRef
 from domain.plan import StepState
-from domain.process import Step
 
 if TYPE_CHECKING:
+    from adapters.dispatch.execution import Execution
     from adapters.dispatch.taskrun import TaskRun
 
 SERVER_STOPPED = "server stopped during step"
@@ -28,22 +28,19 @@ OUTCOMES = {
 
 
 def step_request(
-    run: TaskRun, step: Step, worker_name: str, pool_name: str, packages: tuple[PackageRef, ...],
-    run_as_user: str | None = None,
+    run: TaskRun, execution: Execution, worker_name: str, pool_name: str,
+    packages: tuple[PackageRef, ...], run_as_user: str | None = None,
 ) -> StepRequest:
-    """What the runner needs to run ``step`` of this task (variables as in CONTRACT.md)."""
+    """What the runner needs to run this execution of a step of the task (its events
+    and log go under ``step_name``, the execution's key)."""
+    step = execution.step
     assert step.syntax is not None and step.script_body is not None
     return StepRequest(
         task_id=str(run.task_id),
-        step_name=step.name,
+        step_name=execution.key,
         syntax=step.syntax.value,
         script=step.script_body,
-        env={
-            "SHOAL_TASK_ID": str(run.task_id),
-            "SHOAL_STEP_NAME": step.name,
-            "SHOAL_WORKER_NAME": worker_name,
-            "SHOAL_WORKER_POOL": pool_name,
-        },
+        env=execution.env(run.task_id, worker_name, pool_name),
         work_root=run.ctx.work_root,
         timeout_s=step.timeout_s,
         run_as_user=run_as_user,

@@ -18,16 +18,17 @@ from adapters.ssh.targets import SshTargetError
 from domain.errors import NotFound
 from domain.messages import PackageRef
 from domain.plan import StepState
-from domain.process import Step
 from domain.routing import RunOnWorker
 from domain.workers import HealthStatus
 
 if TYPE_CHECKING:
+    from adapters.dispatch.execution import Execution
     from adapters.dispatch.taskrun import TaskRun
 
 
 async def run_on_ssh(
-    run: TaskRun, step: Step, decision: RunOnWorker, pool_name: str, packages: tuple[PackageRef, ...]
+    run: TaskRun, execution: Execution, decision: RunOnWorker, pool_name: str,
+    packages: tuple[PackageRef, ...],
 ) -> StepState | None:
     """Run the assigned step on its SSH worker; None when the worker could not take it
     (the step was given back and is routed again)."""
@@ -45,11 +46,12 @@ async def run_on_ssh(
     except SshUnavailable as exc:
         why = str(exc)
     else:
-        request = step_request(run, step, decision.worker_name, pool_name, packages)
-        artifacts = built_in_artifacts(ctx.app, ctx.artifacts, run.task_id, step.name, ctx.actor)
+        request = step_request(run, execution, decision.worker_name, pool_name, packages)
+        artifacts = built_in_artifacts(ctx.app, ctx.artifacts, run.task_id, execution.key,
+                                       ctx.actor)
         return await run_on_server(run, request, runner, artifacts)
     reason = f"worker {decision.worker_name!r} could not take the step: {why}"
-    await run._update(lambda t: t.requeue(step.name, reason, ctx.actor))
+    await run._update(lambda t: t.requeue(execution.key, reason, ctx.actor))
     run.refused[worker_id] = time.monotonic()
     with contextlib.suppress(NotFound):
         await asyncio.to_thread(ctx.app.record_health, worker_id, status, why, actor=ctx.actor)

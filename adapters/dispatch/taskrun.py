@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
 
+from adapters.dispatch.behalf import run_on_behalf
+from adapters.dispatch.execution import Execution
 from adapters.dispatch.external import ExternalStep
 from adapters.dispatch.mail import send_email
 from adapters.dispatch.onserver import SERVER_STOPPED, run_on_server, step_request
@@ -28,6 +30,7 @@ from domain.actors import Actor
 from domain.app import Shoal
 from domain.certificates import parse_pem
 from domain.errors import InvalidTransition, NotFound, Rejected
+from domain.executions import scope_skip_reason
 from domain.messages import PackageRef
 from domain.plan import StepState, TaskState, groups, should_run, skip_reason, task_outcome
 from domain.process import Action, Step
@@ -38,6 +41,7 @@ from domain.routing import (
     Route,
     RunOnBuiltIn,
     RunOnWorker,
+    resolve_pool,
     route,
 )
 from domain.tasks import Task
@@ -164,9 +168,15 @@ class TaskRun:
             return await self._finish_step(
                 step.name, StepState.SKIPPED, reason=skip_reason(step.condition)
             )
+        environment = self.known.environment_name if self.known is not None else None
+        out_of_scope = scope_skip_reason(step.environments, environment)
+        if out_of_scope is not None:
+            return await self._finish_step(step.name, StepState.SKIPPED, reason=out_of_scope)
         try:
+            if step.action is Action.SCRIPT and step.on_behalf_of_roles:
+                return await run_on_behalf(self, step)
             if step.action is Action.SCRIPT:
-                return await self._script(step)
+                return await self.script(Execution.of(step))
             if step.action is Action.MANUAL_INTERVENTION:
                 return await self._intervention(step)
             if step.action is Action.EMAIL:
@@ -203,66 +213,75 @@ class TaskRun:
             for r in rows
         )
 
-    def _route_and_assign(self, step: Step, turn: int) -> tuple[Route, str, str | None]:
-        """Decide where the step runs and record the assignment, all in one trip to a
-        thread. Returns (decision, pool name, run-as user)."""
-        app, actor = self.ctx.app, self.ctx.actor
+    def _route_and_assign(self, execution: Execution, turn: int) -> tuple[Route, str, str | None]:
+        """Decide where the execution runs and record the assignment, all in one trip to
+        a thread. Returns (decision, pool name, run-as user)."""
+        app, actor, key = self.ctx.app, self.ctx.actor, execution.key
+        step_pool_id, target_pool_id = execution.step.worker_pool_id, execution.target_pool_id
         default_pool_id = app.default_pool_id()
-        pool = app.get_pool(step.worker_pool_id or default_pool_id)
+        try:
+            pool = app.get_pool(resolve_pool(step_pool_id, default_pool_id, target_pool_id))
+        except NotFound:
+            # A target's pool is kept as it was when the step started; it may be gone.
+            return Refuse(target_pool_id or default_pool_id, "the target's default worker "
+                          f"pool {target_pool_id} no longer exists"), "", None
         config = app.configuration()
         decision = route(
-            step_pool_id=step.worker_pool_id, default_pool_id=default_pool_id,
+            step_pool_id=step_pool_id, default_pool_id=default_pool_id,
             pool_name=pool.name, members=self._candidates(pool.id),
-            built_in_enabled=config.built_in_enabled, turn=turn,
+            built_in_enabled=config.built_in_enabled, turn=turn, target_pool_id=target_pool_id,
         )
         if isinstance(decision, RunOnBuiltIn):
-            self._update_sync(
-                lambda t: t.assign(step.name, pool.id, None, BUILT_IN_WORKER_NAME, actor)
-            )
+            self._update_sync(lambda t: t.assign(key, pool.id, None, BUILT_IN_WORKER_NAME, actor))
         elif isinstance(decision, RunOnWorker):
             self._update_sync(
-                lambda t: t.assign(step.name, pool.id, decision.worker_id, decision.worker_name, actor)
+                lambda t: t.assign(key, pool.id, decision.worker_id, decision.worker_name, actor)
             )
             self.ctx.hub.count(decision.worker_id, +1)  # undone when the step leaves it
         return decision, pool.name, config.run_as_user
 
-    async def _script(self, step: Step) -> StepState:
+    async def script(self, execution: Execution) -> StepState:
+        """Run one execution of a script step: route it, wait for a worker if need be,
+        run it there; its end state."""
+        key, step = execution.key, execution.step
         deadline = asyncio.get_running_loop().time() + self.ctx.wait_limit_s
-        known = self.known.run_of(step.name) if self.known is not None else None
+        known = self.known.run_of(key) if self.known is not None else None
+        if known is not None and known.state.is_final:
+            return known.state  # resumed: this execution ended before the restart
         if known is not None and known.worker_id is not None and known.assignment is not None \
                 and known.state in (StepState.ASSIGNED, StepState.RUNNING):
             # Resumed after a restart: the worker still has it; its reports will come.
-            outcome = await self._on_worker_resumed(step, known.worker_id, known.assignment)
+            outcome = await self._on_worker_resumed(execution, known.worker_id, known.assignment)
             if outcome is not None:
                 return outcome
         try:
             packages = await resolve_packages(self.ctx.app, step)
         except UnknownPackage as exc:
-            return await self._finish_step(step.name, StepState.FAILED, reason=str(exc))
+            return await self._finish_step(key, StepState.FAILED, reason=str(exc))
         turn = 0
         while True:
             decision, pool_name, run_as_user = await asyncio.to_thread(
-                self._route_and_assign, step, turn
+                self._route_and_assign, execution, turn
             )
             turn += 1
             if isinstance(decision, RunOnBuiltIn):
-                return await self._on_built_in(step, pool_name, run_as_user, packages)
+                return await self._on_built_in(execution, pool_name, run_as_user, packages)
             if isinstance(decision, Refuse):
-                return await self._finish_step(step.name, StepState.FAILED, reason=decision.reason)
+                return await self._finish_step(key, StepState.FAILED, reason=decision.reason)
             if isinstance(decision, RunOnWorker):
-                outcome = await self._on_worker(step, decision, pool_name, packages)
+                outcome = await self._on_worker(execution, decision, pool_name, packages)
                 if outcome is not None:
                     return outcome
                 continue  # the worker could not take it: choose again
-            await self._update(self._waiting(step.name, decision.reason))
+            await self._update(self._waiting(key, decision.reason))
             if asyncio.get_running_loop().time() >= deadline:
                 return await self._finish_step(
-                    step.name, StepState.FAILED,
+                    key, StepState.FAILED,
                     reason=f"no worker became available in pool {pool_name!r} within "
                     f"{self.ctx.wait_limit_s:g}s",
                 )
             if await self._wait_for_change(2.0):
-                return await self._finish_step(step.name, StepState.CANCELLED, reason="cancelled")
+                return await self._finish_step(key, StepState.CANCELLED, reason="cancelled")
 
     def _waiting(self, step: str, reason: str) -> Callable[[Task], None]:
         return lambda task: task.wait_for_worker(step, reason, self.ctx.actor)
@@ -282,24 +301,28 @@ class TaskRun:
         return self.cancel.is_set()
 
     async def _on_built_in(
-        self, step: Step, pool_name: str, run_as_user: str | None, packages: tuple[PackageRef, ...]
+        self, execution: Execution, pool_name: str, run_as_user: str | None,
+        packages: tuple[PackageRef, ...],
     ) -> StepState:
-        request = step_request(self, step, BUILT_IN_WORKER_NAME, pool_name, packages, run_as_user)
+        request = step_request(
+            self, execution, BUILT_IN_WORKER_NAME, pool_name, packages, run_as_user
+        )
         artifacts = built_in_artifacts(
-            self.ctx.app, self.ctx.artifacts, self.task_id, step.name, self.ctx.actor
+            self.ctx.app, self.ctx.artifacts, self.task_id, execution.key, self.ctx.actor
         )
         return await run_on_server(self, request, self.ctx.executor, artifacts)
 
     # -- script steps on external workers -----------------------------------------------
 
     async def _on_worker(
-        self, step: Step, decision: RunOnWorker, pool_name: str, packages: tuple[PackageRef, ...]
+        self, execution: Execution, decision: RunOnWorker, pool_name: str,
+        packages: tuple[PackageRef, ...],
     ) -> StepState | None:
         try:
             if await asyncio.to_thread(self._is_ssh, decision.worker_id):
-                return await run_on_ssh(self, step, decision, pool_name, packages)
+                return await run_on_ssh(self, execution, decision, pool_name, packages)
             worker = ExternalStep(
-                self, step, decision.worker_id, decision.worker_name, pool_name, packages
+                self, execution, decision.worker_id, decision.worker_name, pool_name, packages
             )
             return await worker.run()
         finally:
@@ -311,9 +334,11 @@ class TaskRun:
         except NotFound:
             return False  # ExternalStep gives the step back
 
-    async def _on_worker_resumed(self, step: Step, worker_id: UUID, assignment: int) -> StepState | None:
-        name = self.known.run_of(step.name).worker_name if self.known is not None else None
-        worker = ExternalStep(self, step, worker_id, name or str(worker_id), "")
+    async def _on_worker_resumed(
+        self, execution: Execution, worker_id: UUID, assignment: int
+    ) -> StepState | None:
+        name = self.known.run_of(execution.key).worker_name if self.known is not None else None
+        worker = ExternalStep(self, execution, worker_id, name or str(worker_id), "")
         return await worker.follow(assignment, None)
 
     # -- steps that run inside the server --------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from pydantic import BaseModel, Field, StrictInt, StrictStr
+from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
 
 from adapters.http.schemas import Request
 from domain.app import Shoal
@@ -50,6 +50,17 @@ class StepIn(Request):
     instructions: StrictStr | None = None
     certificate: CertificateIn | None = None
     packages: list[PackageIn] = Field(default_factory=list)
+    on_behalf_of_roles: list[StrictStr] = Field(
+        default_factory=list, description="Run once per target in the run's environment "
+        "with any of these roles"
+    )
+    skip_if_no_targets: StrictBool = Field(
+        False, description="With on_behalf_of_roles: skip the step, not fail it, when no "
+        "target matches"
+    )
+    environments: list[StrictStr] = Field(
+        default_factory=list, description="Run only in runs into these environments (names)"
+    )
 
 
 class StepOut(BaseModel):
@@ -68,6 +79,9 @@ class StepOut(BaseModel):
     instructions: str | None
     certificate: dict[str, object] | None
     packages: list[dict[str, str]] = Field(default_factory=list)
+    on_behalf_of_roles: list[str] = Field(default_factory=list)
+    skip_if_no_targets: bool = False
+    environments: list[str] = Field(default_factory=list)
 
 
 def pool_ref(app: Shoal, ref: str | None) -> UUID | None:
@@ -98,4 +112,7 @@ def to_step(app: Shoal, step: StepIn) -> Step:
         certificate=Certificate(step.certificate.name, step.certificate.pem)
         if step.certificate else None,
         packages=tuple((p.id, p.version) for p in step.packages),
+        on_behalf_of_roles=tuple(step.on_behalf_of_roles),
+        skip_if_no_targets=step.skip_if_no_targets,
+        environments=tuple(step.environments),
     )

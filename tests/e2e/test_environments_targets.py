@@ -74,7 +74,8 @@ def test_target_round_trip_by_names_and_ids(server: ServerProcess) -> None:
         assert target["kind"] == "cloud_region" and target["roles"] == ["web", "db"]
         assert target["environment_ids"] == [prod["id"]]
         assert target["default_worker_pool_id"] == pool["id"] and target["is_disabled"] is True
-        assert c.get(f"/api/targets/{target['id']}").json() == target
+        # One target also lists the runs that used it (none yet).
+        assert c.get(f"/api/targets/{target['id']}").json() == {**target, "runs": [], "runs_total": 0}
         assert c.get(f"/api/environments/{prod['id']}").json()["target_count"] == 1
 
         changed = c.patch(f"/api/targets/{target['id']}", json={

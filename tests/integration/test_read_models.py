@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from domain.app import DEFAULT_POOL_NAME, Shoal
+from domain.executions import TargetCandidate, plan_executions, targets_for
 from domain.keys import Permission
 from domain.plan import StepState, TaskState
 from domain.policies import DEFAULT_POLICY_NAME
@@ -21,6 +22,7 @@ from projections.membership import members_of, running_steps
 from projections.policies import list_policies
 from projections.pools import get_pool, list_pools
 from projections.runner import ProjectionRunner
+from projections.tasks import get_task, target_runs
 from projections.workers import get_worker, list_workers
 from tests.helpers import TESTER
 from tests.integration.conftest import Views
@@ -275,3 +277,51 @@ def test_an_agent_is_online_between_came_online_and_went_offline(
     app.record_worker_offline(wid, "no heartbeat for 7s", actor=TESTER)
     assert online() is False
     assert members_of(views, str(pool))[0]["health_status"] == "unavailable"
+
+
+def test_a_step_on_behalf_of_roles_shows_one_execution_per_target(
+    app: Shoal, views: Views, new_runner: Callable[..., ProjectionRunner]
+) -> None:
+    pool = app.create_pool(name="Regional", actor=TESTER).aggregate.id
+    env = app.create_environment(name="Live", actor=TESTER).aggregate
+    targets = [
+        app.create_target(name=name, roles=("web",), environment_ids=(env.id,), actor=TESTER)
+        .aggregate.id for name in ("us", "eu")
+    ]
+    project = app.create_project(name="regional", actor=TESTER).aggregate.id
+    app.set_process(project, steps=(
+        Step(name="deploy", action=Action.SCRIPT, syntax=Syntax.BASH, script_body="true",
+             on_behalf_of_roles=("web",)),
+    ), actor=TESTER)
+    task = app.queue_run(project, environment="live", actor=TESTER).aggregate.id
+    candidates = [TargetCandidate(t, n, ("web",), (env.id,), None, False)
+                  for t, n in zip(targets, ("us", "eu"), strict=True)]
+    planned = plan_executions("deploy", targets_for(("web",), env.id, candidates), ("deploy",))
+    app.update_task(task, lambda t: t.start("node", TESTER))
+    app.update_task(task, lambda t: t.plan_executions("deploy", planned, TESTER))
+    eu = planned[0]
+    app.update_task(task, lambda t: t.assign(eu.key, pool, None, "built-in worker", TESTER))
+    app.update_task(task, lambda t: t.mark_started(eu.key, 7, TESTER))
+    app.update_task(task, lambda t: t.finish_step(eu.key, StepState.SUCCESS, 0, "", TESTER))
+    runner = new_runner(app, views)
+    runner.setup()
+    runner.catch_up()
+
+    row = get_task(views, str(task))
+    assert row is not None and (row["environment"], row["environment_id"]) == ("Live", str(env.id))
+    (deploy,) = row["steps"]
+    assert deploy["state"] == "running" and deploy["worker_name"] is None
+    assert [(x["target_name"], x["state"], x["worker_name"], x["exit_code"])
+            for x in deploy["executions"]] == [
+        ("eu", "success", "built-in worker", 0), ("us", "pending", None, None),
+    ]
+    assert deploy["executions"][0]["started"] is not None
+    runs, total = target_runs(views, str(targets[1]))
+    assert total == 1 and (runs[0]["task_id"], runs[0]["state"]) == (str(task), "success")
+    assert (runs[0]["environment"], runs[0]["step"]) == ("Live", "deploy")
+
+    app.update_task(task, lambda t: t.finish(TaskState.CANCELLED, TESTER))
+    runner.catch_up()
+    (deploy,) = get_task(views, str(task))["steps"]  # type: ignore[index]
+    assert [x["state"] for x in deploy["executions"]] == ["success", "skipped"]
+    assert target_runs(views, str(targets[0]))[0][0]["task_state"] == "cancelled"

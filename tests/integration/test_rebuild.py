@@ -9,6 +9,7 @@ from uuid import UUID
 import pytest
 
 from domain.app import Shoal
+from domain.executions import TargetCandidate, plan_executions
 from domain.keys import Permission
 from domain.plan import StepState, TaskState
 from domain.process import Action, Start, Step, Syntax
@@ -66,6 +67,19 @@ def busy_history(app: Shoal) -> dict[str, UUID]:
         region, name=rid("eu"), roles=("api",), environment_ids=(prod,),
         default_worker_pool_id=None, is_disabled=True, actor=TESTER,
     )
+    behalf = app.create_project(name=rid("regional"), actor=TESTER).aggregate.id
+    app.set_process(behalf, steps=(Step(
+        name="deploy", action=Action.SCRIPT, syntax=Syntax.BASH, script_body="true",
+        on_behalf_of_roles=("api",),
+    ),), actor=TESTER)
+    run = app.queue_run(behalf, environment=str(prod), actor=TESTER).aggregate.id
+    planned = plan_executions("deploy", [TargetCandidate(region, "eu", ("api",), (prod,), None,
+                                                         False)], ())
+    app.update_task(run, lambda t: t.start("node-1", TESTER))
+    app.update_task(run, lambda t: t.plan_executions("deploy", planned, TESTER))
+    app.update_task(run, lambda t: t.assign(planned[0].key, green, None, "built-in worker", TESTER))
+    app.update_task(run, lambda t: t.finish_step(planned[0].key, StepState.FAILED, 1, "", TESTER))
+    app.update_task(run, lambda t: t.finish(TaskState.FAILED, TESTER))
     task = app.queue_script(syntax=Syntax.BASH, script_body="echo hi", actor=TESTER).aggregate
     step = task.steps[0].name
     app.update_task(task.id, lambda t: t.start("node-1", TESTER))

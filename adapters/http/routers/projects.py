@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Response
-from pydantic import BaseModel, StrictStr
+from pydantic import BaseModel, Field, StrictStr
 
 from adapters.http.deps import App, Container, Tasks, Views, require, wait_for
 from adapters.http.routers.tasks import TaskOut, new_task
@@ -53,7 +53,12 @@ class ProcessIn(Request):
 
 
 class RunIn(Request):
-    """Options of a run (none yet)."""
+    """Options of a run."""
+
+    environment: StrictStr | None = Field(
+        None, description="Environment to deploy into (name or id); steps on behalf of "
+        "roles run for its targets"
+    )
 
 
 def _read(views: Any, project_id: str) -> ProjectOut:
@@ -126,7 +131,9 @@ def run(
     project_id: str, app: App, tasks: Tasks, actor: CanRun, response: Response,
     body: Annotated[RunIn | None, Body()] = None,
 ) -> TaskOut:
-    """Run the project's current process as a new task."""
-    saved = app.queue_run(parse_id(project_id, "project"), actor=actor)
+    """Run the project's current process as a new task (422 for an unknown
+    environment, before any task exists)."""
+    environment = body.environment if body is not None else None
+    saved = app.queue_run(parse_id(project_id, "project"), environment=environment, actor=actor)
     tasks.poke()
     return new_task(saved.aggregate, saved.position, response)

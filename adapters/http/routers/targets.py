@@ -14,8 +14,10 @@ from domain.actors import Actor
 from domain.app import Shoal
 from domain.errors import NotFound, Rejected
 from domain.keys import Permission
+from domain.plan import StepState, TaskState
 from domain.targets import KEEP, Keep, TargetKind
 from projections.targets import get_target, list_targets
+from projections.tasks import target_runs
 
 router = APIRouter(prefix="/api/targets", tags=["deployment targets"])
 
@@ -35,6 +37,33 @@ class TargetOut(BaseModel):
     default_worker_pool_id: str | None
     is_disabled: bool
     created: str
+
+
+class TargetRunOut(BaseModel):
+    """One execution of a step on behalf of the target, with its task."""
+
+    task_id: str
+    task_name: str
+    task_state: TaskState
+    environment: str | None
+    step: str
+    state: StepState
+    worker_id: str | None
+    worker_name: str | None
+    exit_code: int | None
+    started: str | None
+    finished: str | None
+
+
+class TargetDetailOut(TargetOut):
+    """A target with the runs that used it, newest first (the latest RECENT_RUNS; all
+    of them under /api/targets/{id}/runs)."""
+
+    runs: list[TargetRunOut]
+    runs_total: int
+
+
+RECENT_RUNS = 20
 
 
 class TargetCreate(Request):
@@ -113,10 +142,24 @@ def create(
     return _read(container.views, str(saved.aggregate.id))
 
 
-@router.get("/{target_id}", response_model=TargetOut)
-def get(target_id: str, views: Views, _: CanView) -> TargetOut:
-    """One target."""
-    return _read(views, str(parse_id(target_id, "target")))
+@router.get("/{target_id}", response_model=TargetDetailOut)
+def get(target_id: str, views: Views, _: CanView) -> TargetDetailOut:
+    """One target and the latest runs that used it."""
+    target = _read(views, str(parse_id(target_id, "target")))
+    runs, total = target_runs(views, target.id, take=RECENT_RUNS)
+    return TargetDetailOut(
+        **target.model_dump(), runs=[TargetRunOut(**r) for r in runs], runs_total=total
+    )
+
+
+@router.get("/{target_id}/runs", response_model=Page[TargetRunOut])
+def runs(
+    target_id: str, views: Views, _: CanView, skip: Skip = 0, take: Take = 100
+) -> Page[TargetRunOut]:
+    """Every execution on behalf of the target, newest first."""
+    target = _read(views, str(parse_id(target_id, "target")))
+    rows, total = target_runs(views, target.id, skip=skip, take=take)
+    return Page[TargetRunOut](items=[TargetRunOut(**r) for r in rows], total=total)
 
 
 @router.patch("/{target_id}", response_model=TargetOut)

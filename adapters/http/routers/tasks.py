@@ -34,8 +34,23 @@ CanCreate = Annotated[Actor, Depends(require(Permission.TASK_CREATE))]
 LOG_BATCH = 2000
 
 
+class ExecutionOut(BaseModel):
+    """One execution of a step on behalf of a deployment target."""
+
+    target_id: str
+    target_name: str
+    state: StepState
+    worker_id: str | None
+    worker_name: str | None
+    exit_code: int | None
+    reason: str
+    started: str | None
+    finished: str | None
+
+
 class TaskStepOut(BaseModel):
-    """A step's state within a task."""
+    """A step's state within a task; a step run on behalf of roles lists one execution
+    per target."""
 
     name: str
     action: str
@@ -46,6 +61,7 @@ class TaskStepOut(BaseModel):
     reason: str
     started: str | None
     finished: str | None
+    executions: list[ExecutionOut] = Field(default_factory=list)
 
 
 class TaskOut(BaseModel):
@@ -61,6 +77,8 @@ class TaskOut(BaseModel):
     started: str | None
     finished: str | None
     queued_by: str
+    environment_id: str | None = None
+    environment: str | None = Field(None, description="The environment the run is into")
     steps: list[TaskStepOut]
 
 
@@ -96,6 +114,8 @@ def new_task(task: Task, position: int, response: Response) -> TaskOut:
         project_id=str(task.project_id) if task.project_id else None,
         state=task.state, node=None, created=task.created_on.isoformat(), started=None,
         finished=None, queued_by=task.queued_by,
+        environment_id=str(task.environment_id) if task.environment_id else None,
+        environment=task.environment_name,
         steps=[
             TaskStepOut(name=s.name, action=s.action.value, state=StepState.PENDING,
                         worker_id=None, worker_name=None, exit_code=None, reason="",
