@@ -131,7 +131,9 @@ class TaskRun:
         as the caller last saved it (saves a load)."""
         task = await self._load() if task is None else task
         self.known = task
-        failed = any(r.state.is_failure for r in task.runs.values())
+        # Judged by steps, group by group: a failed execution of a step still running (on
+        # behalf of targets, resumed) is that step's business, not an earlier failure.
+        failed = False
         for group in groups(task.steps):
             steps = [task.steps[i] for i in group]
             pending = [s for s in steps if not task.runs[s.name].state.is_final]

@@ -17,7 +17,7 @@ import pytest
 from tests.e2e.agents import AgentProcess
 from tests.e2e.server import ServerProcess
 from tests.e2e.tasks_support import lines_of, log, project, step, wait_task
-from tests.helpers import rid
+from tests.helpers import rid, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -253,3 +253,20 @@ def test_bad_input_changes_nothing(server: ServerProcess) -> None:
 def test_unknown_target_runs_are_404(server: ServerProcess, tmp_path: Path) -> None:
     with server.client() as c:
         assert c.get("/api/targets/not-an-id/runs").status_code == 404
+
+
+def test_cancelling_stops_the_running_execution_and_skips_the_rest(server: ServerProcess) -> None:
+    with server.client() as c:
+        env = c.post("/api/environments", json={"name": rid("Cancel")}).json()
+        for name in ("c-1", "c-2"):
+            c.post("/api/targets", json={"name": rid(name), "kind": "cloud_region",
+                                         "roles": ["job"], "environment_ids": [env["id"]]})
+        p = project(c, rid("cancel"), [_behalf(on_behalf_of_roles=["job"], max_parallelism=1,
+                                               script_body="echo begun; sleep 60")])
+        queued = c.post(f"/api/projects/{p['id']}/runs", json={"environment": env["name"]}).json()
+        wait_until(lambda: "begun" in log(c, queued["id"]), 20, what="the first execution")
+        assert c.post(f"/api/tasks/{queued['id']}/cancel").status_code in (200, 202)
+        done = wait_task(c, queued["id"], timeout=30)
+        deploy = step(done, "deploy")
+        assert done["state"] == "cancelled"
+        assert [x["state"] for x in deploy["executions"]] == ["cancelled", "skipped"]

@@ -16,6 +16,7 @@ from tests.e2e.tasks_support import (
     log,
     parse_time,
     pgrep,
+    project,
     script,
     served,
     step,
@@ -91,3 +92,44 @@ def test_a_clean_stop_during_a_step_also_ends_it(tmp_path: Path, request: pytest
             kill_matching(marker)
     assert done["state"] == "failed" and done["steps"][0]["reason"] == "server stopped during step"
     assert executing == 0
+
+
+def test_kill_9_during_an_execution_on_behalf_of_a_target(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Two targets, one execution at a time: the one running at the crash fails with the
+    reason, the other still runs after the restart, and the step and task end."""
+    marker = f"shoalbehalf{secrets.token_hex(6)}"
+    with served(request, tmp_path / "data") as srv:
+        try:
+            with srv.client() as c:
+                env = c.post("/api/environments", json={"name": "Live"}).json()
+                for name in ("a-first", "b-second"):
+                    assert c.post("/api/targets", json={
+                        "name": name, "kind": "cloud_region", "roles": ["web"],
+                        "environment_ids": [env["id"]],
+                    }).status_code == 201
+                body = (f'if [ "$SHOAL_TARGET_NAME" = a-first ]; then echo started-{marker}; '
+                        f"bash -c 'exec -a {marker} sleep 300' & wait; fi; echo ran")
+                p = project(c, "regional", [{
+                    "name": "deploy", "action": "script", "syntax": "bash", "script_body": body,
+                    "on_behalf_of_roles": ["web"], "max_parallelism": 1,
+                }])
+                run = c.post(f"/api/projects/{p['id']}/runs", json={"environment": "Live"}).json()
+                wait_until(lambda: pgrep(marker), 15, what="the first execution's sleep to start")
+
+            srv.crash()
+            srv.start()
+
+            with srv.client() as c:
+                done = wait_task(c, run["id"], timeout=30)
+                text = log(c, run["id"])
+            wait_until(lambda: not pgrep(marker), 5, what="the orphaned process to be gone")
+        finally:
+            kill_matching(marker)
+    deploy = step(done, "deploy")
+    assert done["state"] == "failed" and deploy["reason"] == "1 of 2 targets failed: a-first"
+    first, second = deploy["executions"]
+    assert (first["state"], first["reason"]) == ("failed", "server stopped during step")
+    assert second["state"] == "success"
+    assert lines_of(text, "deploy [b-second]") == ["ran"]
