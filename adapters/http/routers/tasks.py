@@ -34,11 +34,9 @@ CanCreate = Annotated[Actor, Depends(require(Permission.TASK_CREATE))]
 LOG_BATCH = 2000
 
 
-class ExecutionOut(BaseModel):
-    """One execution of a step on behalf of a deployment target."""
+class RunStateOut(BaseModel):
+    """Where a step, or one execution of it, is: who runs it and how it went."""
 
-    target_id: str
-    target_name: str
     state: StepState
     worker_id: str | None
     worker_name: str | None
@@ -48,19 +46,19 @@ class ExecutionOut(BaseModel):
     finished: str | None
 
 
-class TaskStepOut(BaseModel):
+class ExecutionOut(RunStateOut):
+    """One execution of a step on behalf of a deployment target."""
+
+    target_id: str
+    target_name: str
+
+
+class TaskStepOut(RunStateOut):
     """A step's state within a task; a step run on behalf of roles lists one execution
     per target."""
 
     name: str
     action: str
-    state: StepState
-    worker_id: str | None
-    worker_name: str | None
-    exit_code: int | None
-    reason: str
-    started: str | None
-    finished: str | None
     executions: list[ExecutionOut] = Field(default_factory=list)
 
 
