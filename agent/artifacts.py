@@ -24,39 +24,14 @@ from domain.artifacts import MAX_ARTIFACT_BYTES, MAX_ARTIFACTS_PER_STEP, name_pr
 TOOL_NAME = "shoal-artifact"
 _CHUNK = 1024 * 1024
 
-# POSIX sh, so it runs for whichever user the step runs as. The names it refuses are the
-# ones domain.artifacts.name_problem refuses (which is checked again on collection).
-TOOL_SCRIPT = r"""#!/bin/sh
-# shoal-artifact PATH [NAME]: return the file PATH from this step as an artifact called
-# NAME (default: the file's own name). A name is a plain file name: no '/', no '..'.
-if [ "$#" -lt 1 ] || [ "$#" -gt 2 ]; then
-    echo "usage: shoal-artifact PATH [NAME]" >&2
-    exit 2
-fi
-src=$1
-if [ "$#" -eq 2 ]; then name=$2; else name=$(basename -- "$src"); fi
-case $name in
-    /*) why="absolute paths are not allowed" ;;
-    *..*) why="'..' is not allowed" ;;
-    */*|*\\*) why="'/' is not allowed (artifact names are plain file names)" ;;
-    ""|.) why="it is not a file name" ;;
-    *) why="" ;;
-esac
-if [ -n "$why" ]; then
-    echo "shoal-artifact: artifact name '$name' refused: $why" >&2
-    exit 2
-fi
-if [ ! -f "$src" ]; then
-    echo "shoal-artifact: '$src' is not a file" >&2
-    exit 2
-fi
-if [ -z "${SHOAL_ARTIFACTS_DIR:-}" ] || [ ! -d "$SHOAL_ARTIFACTS_DIR" ]; then
-    echo "shoal-artifact: SHOAL_ARTIFACTS_DIR is not set to a folder" >&2
-    exit 2
-fi
-rm -f -- "$SHOAL_ARTIFACTS_DIR/$name"
-exec cp -- "$src" "$SHOAL_ARTIFACTS_DIR/$name"
-"""
+# The tool is a file of this package (POSIX sh, so it runs for whichever user the step runs
+# as; the names it refuses are the ones domain.artifacts.name_problem refuses, checked again
+# on collection). A step run as this process's own user finds it there, on its PATH: a
+# file and a folder fewer to create for every step, which matters where each new inode
+# costs the better part of a millisecond (virtual disks). A step run as another user, who
+# may not be able to reach this package, gets its own copy in its folder.
+SHARED_TOOLS_DIR = Path(__file__).resolve().with_name("tools")
+TOOL_SCRIPT = (SHARED_TOOLS_DIR / TOOL_NAME).read_text(encoding="utf-8")
 
 
 class ArtifactNotReturned(Exception):
@@ -65,12 +40,17 @@ class ArtifactNotReturned(Exception):
 
 
 def prepare(folder: Path, owner: tuple[int, int] | None) -> dict[str, str]:
-    """Put the tool and the artifacts folder into the step folder; returns the
-    environment the script needs (``PATH`` prefix and ``SHOAL_ARTIFACTS_DIR``)."""
+    """Put the artifacts folder (and, for a step run as another user, the tool) into the
+    step folder; returns the environment the script needs (``SHOAL_TOOLS_DIR``, which goes
+    first on ``PATH``, and ``SHOAL_ARTIFACTS_DIR``)."""
     hidden = folder / ".shoal"
-    bin_dir, out_dir = hidden / "bin", hidden / "artifacts"
-    for d in (hidden, bin_dir, out_dir):
-        d.mkdir(mode=0o700)
+    out_dir = hidden / "artifacts"
+    hidden.mkdir(mode=0o700)
+    out_dir.mkdir(mode=0o700)
+    if owner is None and _SHARED_TOOL:
+        return {"SHOAL_ARTIFACTS_DIR": str(out_dir), "SHOAL_TOOLS_DIR": str(SHARED_TOOLS_DIR)}
+    bin_dir = hidden / "bin"
+    bin_dir.mkdir(mode=0o700)
     tool = bin_dir / TOOL_NAME
     fd = os.open(tool, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o500)
     with os.fdopen(fd, "w") as f:
@@ -79,6 +59,11 @@ def prepare(folder: Path, owner: tuple[int, int] | None) -> dict[str, str]:
         for path in (hidden, bin_dir, out_dir, tool):
             os.chown(path, *owner)
     return {"SHOAL_ARTIFACTS_DIR": str(out_dir), "SHOAL_TOOLS_DIR": str(bin_dir)}
+
+
+# Checked once: an installation that lost the file's executable mode makes every step
+# carry its own copy, as before.
+_SHARED_TOOL = os.access(SHARED_TOOLS_DIR / TOOL_NAME, os.R_OK | os.X_OK)
 
 
 def artifacts_dir(folder: Path) -> Path:

@@ -121,12 +121,31 @@ class ReportIntake:
                 continue  # a part: read back from the stream when its manifest comes
             groups.setdefault(key, []).append(report)
         parts: list[int] = []
-        try:
-            for (task_id, worker_id), reports in groups.items():
+        # The tasks' groups are applied concurrently: each is a save of its own task (the
+        # store's group commit puts concurrent saves into one transaction), and one after
+        # another they made a busy batch's last report wait for a hundred saves before it.
+        # Groups of one task (parallel steps on several workers) stay one after another:
+        # concurrent saves of one aggregate would only conflict and retry.
+        by_task: dict[UUID, list[tuple[UUID, list[Report]]]] = {}
+        for (task_id, worker_id), reports in groups.items():
+            by_task.setdefault(task_id, []).append((worker_id, reports))
+
+        async def apply_task(task_id: UUID, work: list[tuple[UUID, list[Report]]]) -> None:
+            for worker_id, reports in work:
                 await self._apply(task_id, worker_id, reports, parts)
-        except Exception:
+
+        results = await asyncio.gather(
+            *(apply_task(task_id, work) for task_id, work in by_task.items()),
+            return_exceptions=True,
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        for r in failed:
+            if not isinstance(r, Exception):
+                raise r  # cancelled (stopping), or worse: not ours to swallow
+        if failed:
             # The store is unreachable, say: have the batch again in a moment, in order.
-            log.exception("could not record reports; they will be delivered again")
+            log.error("could not record reports; they will be delivered again",
+                      exc_info=failed[0])
             for msg in msgs:
                 with contextlib.suppress(Exception):
                     await msg.nak(delay=1.0)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.artifacts import SHARED_TOOLS_DIR
 from agent.executor import DEFAULT_PATH, LogLine, StepExecutor
 from tests.agent.support import STEP_ENV, Recorder, request, run_step, timed
 
@@ -78,8 +79,9 @@ def test_the_script_sees_a_clean_environment_and_the_step_variables(
     folder = env["SHOAL_WORK_DIR"]
     assert env == {
         **STEP_ENV,
-        # shoal-artifact comes first on the PATH; its folder is the step's own.
-        "PATH": f"{folder}/.shoal/bin:{DEFAULT_PATH}",
+        # shoal-artifact comes first on the PATH: the package's own copy (a step run as
+        # another user gets one in its folder, tests/agent/test_executor_user.py).
+        "PATH": f"{SHARED_TOOLS_DIR}:{DEFAULT_PATH}",
         "SHOAL_ARTIFACTS_DIR": f"{folder}/.shoal/artifacts",
         "HOME": folder,
         "LANG": "C.UTF-8",

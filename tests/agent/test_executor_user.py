@@ -74,6 +74,20 @@ def test_the_step_runs_as_the_user_in_a_folder_only_it_can_read(
     assert stat.S_IMODE(work_root.stat().st_mode) == 0o711
 
 
+def test_a_step_run_as_the_user_has_shoal_artifact_in_its_own_folder(
+    step_user: pwd.struct_passwd, shared_base: Path
+) -> None:
+    # The package's shared copy may be out of the user's reach: the folder carries one.
+    script = 'command -v shoal-artifact; echo hi > a.txt; shoal-artifact a.txt && echo returned'
+
+    result, log = run_step(request(shared_base / "work", script, run_as_user=step_user.pw_name))
+
+    assert result.outcome == "success", log.texts()
+    tool, returned = log.texts("stdout")
+    assert tool.endswith("/.shoal/bin/shoal-artifact")
+    assert returned == "returned"
+
+
 def test_python_steps_run_as_the_user_with_the_machines_python(
     step_user: pwd.struct_passwd, shared_base: Path
 ) -> None:
