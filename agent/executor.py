@@ -35,14 +35,7 @@ from typing import Any, Literal
 
 from agent import artifacts
 from agent.folders import Refused, make_folder, remove_tree
-from agent.launch import (
-    DEFAULT_PATH,
-    command,
-    credentials,
-    environment,
-    resolve_user,
-    use_pidfd_watcher,
-)
+from agent.launch import DEFAULT_PATH, command, credentials, environment, resolve_user
 from agent.packages import PackageCache, PackageError, place_all
 from agent.ports import (
     ArtifactSink,
@@ -90,7 +83,6 @@ class StepExecutor:
         self._flush_lines = flush_lines
         self._kill_grace = kill_grace
         self._packages = packages
-        use_pidfd_watcher()
         # Strong references to the helper tasks of running steps (the loop keeps only weak ones).
         self._tasks: set[asyncio.Task[Any]] = set()
 

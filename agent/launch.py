@@ -6,7 +6,6 @@ the command runs the script file in the working folder with the matching interpr
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pwd
 import shutil
@@ -17,9 +16,7 @@ from typing import Any
 from agent.folders import SCRIPT_FILES, Refused
 from agent.ports import StepRequest
 
-__all__ = [
-    "DEFAULT_PATH", "command", "credentials", "environment", "resolve_user", "use_pidfd_watcher",
-]
+__all__ = ["DEFAULT_PATH", "command", "credentials", "environment", "resolve_user"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -78,19 +75,3 @@ def command(syntax: str, path: str) -> list[str]:
     # The server's own interpreter may be a virtualenv another user cannot read and which
     # carries the server's packages; user code gets the machine's python3.
     return [shutil.which("python3", path=path) or sys.executable, script]
-
-
-def use_pidfd_watcher() -> bool:
-    """Have asyncio learn of a step process's exit through a pidfd on the event loop,
-    where Linux has them, rather than Python 3.11's default of one thread per child
-    blocked in waitpid: a thread started and joined for every step costs throughput and
-    switches. Python 3.12 does this by itself. True when pidfds are in use."""
-    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
-        return False
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except OSError:
-        return False  # a kernel before 5.3, or a sandbox that forbids the call
-    if not isinstance(asyncio.get_child_watcher(), asyncio.PidfdChildWatcher):
-        asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
-    return True
