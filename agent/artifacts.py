@@ -40,23 +40,24 @@ class ArtifactNotReturned(Exception):
 
 
 def prepare(folder: Path, owner: tuple[int, int] | None) -> dict[str, str]:
-    """Put the artifacts folder (and, for a step run as another user, the tool) into the
-    step folder; returns the environment the script needs (``SHOAL_TOOLS_DIR``, which goes
-    first on ``PATH``, and ``SHOAL_ARTIFACTS_DIR``)."""
+    """Give the step ``shoal-artifact`` (for a step run as another user, a copy in its
+    folder); returns the environment the script needs (``SHOAL_TOOLS_DIR``, which goes
+    first on ``PATH``, and ``SHOAL_ARTIFACTS_DIR``). The artifacts folder itself is made
+    by the tool on first use, as the step's user: most steps return nothing, and each
+    folder made here costs a step the better part of a millisecond on a virtual disk."""
     hidden = folder / ".shoal"
     out_dir = hidden / "artifacts"
-    hidden.mkdir(mode=0o700)
-    out_dir.mkdir(mode=0o700)
     if owner is None and _SHARED_TOOL:
         return {"SHOAL_ARTIFACTS_DIR": str(out_dir), "SHOAL_TOOLS_DIR": str(SHARED_TOOLS_DIR)}
     bin_dir = hidden / "bin"
+    hidden.mkdir(mode=0o700)
     bin_dir.mkdir(mode=0o700)
     tool = bin_dir / TOOL_NAME
     fd = os.open(tool, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o500)
     with os.fdopen(fd, "w") as f:
         f.write(TOOL_SCRIPT)
     if owner is not None:
-        for path in (hidden, bin_dir, out_dir, tool):
+        for path in (hidden, bin_dir, tool):
             os.chown(path, *owner)
     return {"SHOAL_ARTIFACTS_DIR": str(out_dir), "SHOAL_TOOLS_DIR": str(bin_dir)}
 

@@ -118,8 +118,8 @@ def test_the_step_runs_in_a_fresh_private_folder_that_is_removed_afterwards(work
     assert Path(cwd1).parent == work_root
     assert cwd1 != cwd2
     assert mode == "700"
-    # The script is a file there, and .shoal/ holds shoal-artifact; nothing else.
-    assert listing == [".shoal", "script.sh"]
+    # The script is a file there; nothing else (shoal-artifact makes its folder on use).
+    assert listing == ["script.sh"]
     assert not Path(cwd1).exists()
     assert list(work_root.iterdir()) == []
 
