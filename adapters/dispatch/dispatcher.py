@@ -11,7 +11,7 @@ from uuid import UUID
 
 from adapters.dispatch.orphans import kill_step_processes, remove_leftover_folders
 from adapters.dispatch.taskrun import SERVER_STOPPED, RunContext, TaskRun
-from domain.errors import InvalidTransition, NotFound
+from domain.errors import NotFound
 from domain.plan import StepState
 from domain.tasks import Task
 from domain.workers import CommsStyle
@@ -106,20 +106,12 @@ class Dispatcher:
         self.runs[task_id] = run
         self._tasks[task_id] = asyncio.create_task(self._run(run, task, claim), name=f"task-{task_id}")
 
-    def _claim(self, task_id: UUID) -> Task | None:
-        """Take a queued task for this node; None when it was cancelled meanwhile or
-        another node took it first (optimistic concurrency decides)."""
-        try:
-            return self.ctx.app.update_task(task_id, lambda t: t.start(self.node, self.ctx.actor)).aggregate
-        except (InvalidTransition, NotFound):
-            return None
-
     async def _run(self, run: TaskRun, task: Task | None, claim: bool = False) -> None:
         try:
             if claim:
                 # Claimed inside the run, so the claims of a burst are saved concurrently
                 # (and grouped into few commits) rather than one after another.
-                task = await asyncio.to_thread(self._claim, run.task_id)
+                task = await asyncio.to_thread(run.claim, self.node)
                 if task is None:
                     return
             state = await run.run(task)

@@ -90,6 +90,50 @@ class TaskRun:
         # their saves conflict (and enough of them exhaust the retries).
         self._writing = threading.Lock()
         self._logging = threading.Lock()
+        # Where the first step was sent when the task was claimed: (step, decision, pool
+        # name, run-as user), used once by script().
+        self._claimed_route: tuple[str, Route, str, str | None] | None = None
+
+    # -- claiming ------------------------------------------------------------------------
+
+    def claim(self, node: str) -> Task | None:
+        """Take the queued task for ``node`` (in a worker thread); None when it was
+        cancelled meanwhile or another node took it first (optimistic concurrency
+        decides). When the first step is a plain script step, it is routed and assigned
+        in the same save: one write, not two, before the step can start."""
+        app, actor = self.ctx.app, self.ctx.actor
+        try:
+            task = app.get_task(self.task_id)
+        except NotFound:
+            return None
+        if task.state is not TaskState.QUEUED:
+            return None
+        first = _first_plain_script(task)
+        route_ = self._decide(Execution.of(first), 0) if first is not None else None
+
+        def change(t: Task) -> None:
+            t.start(node, actor)
+            if first is not None and route_ is not None:
+                self._assign(t, first.name, route_[0])
+
+        try:
+            saved = app.update_known_task(task, self.task_id, change)
+        except (InvalidTransition, NotFound):
+            return None
+        self.known = saved.aggregate
+        if first is not None and route_ is not None:
+            decision, pool_name, run_as_user = route_
+            if isinstance(decision, RunOnBuiltIn | RunOnWorker):
+                self._claimed_route = (first.name, decision, pool_name, run_as_user)
+            if isinstance(decision, RunOnWorker):
+                self.ctx.hub.count(decision.worker_id, +1)  # undone when the step leaves it
+        return saved.aggregate
+
+    def _release_claimed_route(self) -> None:
+        """The first step will not run after all (the task was cancelled first)."""
+        claimed, self._claimed_route = self._claimed_route, None
+        if claimed is not None and isinstance(claimed[1], RunOnWorker):
+            self.ctx.hub.count(claimed[1].worker_id, -1)
 
     # -- writing, off the event loop -------------------------------------------------------
 
@@ -141,6 +185,7 @@ class TaskRun:
             if not pending:
                 continue
             if self.cancel.is_set() or task.cancel_requested:
+                self._release_claimed_route()
                 for step in pending:
                     await self._finish_step(step.name, StepState.SKIPPED, reason="task cancelled")
                 continue
@@ -218,7 +263,24 @@ class TaskRun:
     def _route_and_assign(self, execution: Execution, turn: int) -> tuple[Route, str, str | None]:
         """Decide where the execution runs and record the assignment, all in one trip to
         a thread. Returns (decision, pool name, run-as user)."""
-        app, actor, key = self.ctx.app, self.ctx.actor, execution.key
+        decision, pool_name, run_as_user = self._decide(execution, turn)
+        if isinstance(decision, RunOnBuiltIn | RunOnWorker):
+            self._update_sync(lambda t: self._assign(t, execution.key, decision))
+        if isinstance(decision, RunOnWorker):
+            self.ctx.hub.count(decision.worker_id, +1)  # undone when the step leaves it
+        return decision, pool_name, run_as_user
+
+    def _assign(self, task: Task, key: str, decision: Route) -> None:
+        if isinstance(decision, RunOnBuiltIn):
+            task.assign(key, decision.pool_id, None, BUILT_IN_WORKER_NAME, self.ctx.actor)
+        elif isinstance(decision, RunOnWorker):
+            task.assign(key, decision.pool_id, decision.worker_id, decision.worker_name,
+                        self.ctx.actor)
+
+    def _decide(self, execution: Execution, turn: int) -> tuple[Route, str, str | None]:
+        """Where the execution would run now, by the routing rule. Returns (decision,
+        pool name, run-as user)."""
+        app = self.ctx.app
         step_pool_id, target_pool_id = execution.step.worker_pool_id, execution.target_pool_id
         default_pool_id = app.default_pool_id()
         try:
@@ -233,31 +295,55 @@ class TaskRun:
             pool_name=pool.name, members=self._candidates(pool.id),
             built_in_enabled=config.built_in_enabled, turn=turn, target_pool_id=target_pool_id,
         )
-        if isinstance(decision, RunOnBuiltIn):
-            self._update_sync(lambda t: t.assign(key, pool.id, None, BUILT_IN_WORKER_NAME, actor))
-        elif isinstance(decision, RunOnWorker):
-            self._update_sync(
-                lambda t: t.assign(key, pool.id, decision.worker_id, decision.worker_name, actor)
-            )
-            self.ctx.hub.count(decision.worker_id, +1)  # undone when the step leaves it
         return decision, pool.name, config.run_as_user
 
     async def script(self, execution: Execution) -> StepState:
         """Run one execution of a script step: route it, wait for a worker if need be,
         run it there; its end state."""
-        key, step = execution.key, execution.step
-        deadline = asyncio.get_running_loop().time() + self.ctx.wait_limit_s
-        known = self.known.run_of(key) if self.known is not None else None
-        if known is not None and known.state.is_final:
-            return known.state  # resumed: this execution ended before the restart
-        if known is not None and known.worker_id is not None and known.assignment is not None \
-                and known.state in (StepState.ASSIGNED, StepState.RUNNING):
-            # Resumed after a restart: the worker still has it; its reports will come.
-            outcome = await self._on_worker_resumed(execution, known.worker_id, known.assignment)
+        key = execution.key
+        claimed = self._take_claimed_route(key)
+        if claimed is not None:
+            # Routed and assigned with the claim: run it there.
+            outcome = await self._run_routed(execution, *claimed, ())
             if outcome is not None:
                 return outcome
+        elif self.known is not None:
+            known = self.known.run_of(key)
+            if known.state.is_final:
+                return known.state  # resumed: this execution ended before the restart
+            if known.worker_id is not None and known.assignment is not None \
+                    and known.state in (StepState.ASSIGNED, StepState.RUNNING):
+                # Resumed after a restart: the worker still has it; its reports will come.
+                outcome = await self._on_worker_resumed(
+                    execution, known.worker_id, known.assignment
+                )
+                if outcome is not None:
+                    return outcome
+        return await self._route_and_run(execution)
+
+    def _take_claimed_route(self, key: str) -> tuple[Route, str, str | None] | None:
+        claimed = self._claimed_route
+        if claimed is None or claimed[0] != key:
+            return None
+        self._claimed_route = None
+        return claimed[1:]
+
+    async def _run_routed(
+        self, execution: Execution, decision: Route, pool_name: str, run_as_user: str | None,
+        packages: tuple[PackageRef, ...],
+    ) -> StepState | None:
+        """Run an execution assigned to the built-in worker or a worker; None when the
+        worker could not take it (route it again)."""
+        if isinstance(decision, RunOnBuiltIn):
+            return await self._on_built_in(execution, pool_name, run_as_user, packages)
+        assert isinstance(decision, RunOnWorker)
+        return await self._on_worker(execution, decision, pool_name, packages)
+
+    async def _route_and_run(self, execution: Execution) -> StepState:
+        key = execution.key
+        deadline = asyncio.get_running_loop().time() + self.ctx.wait_limit_s
         try:
-            packages = await resolve_packages(self.ctx.app, step)
+            packages = await resolve_packages(self.ctx.app, execution.step)
         except UnknownPackage as exc:
             return await self._finish_step(key, StepState.FAILED, reason=str(exc))
         turn = 0
@@ -266,12 +352,12 @@ class TaskRun:
                 self._route_and_assign, execution, turn
             )
             turn += 1
-            if isinstance(decision, RunOnBuiltIn):
-                return await self._on_built_in(execution, pool_name, run_as_user, packages)
             if isinstance(decision, Refuse):
                 return await self._finish_step(key, StepState.FAILED, reason=decision.reason)
-            if isinstance(decision, RunOnWorker):
-                outcome = await self._on_worker(execution, decision, pool_name, packages)
+            if isinstance(decision, RunOnBuiltIn | RunOnWorker):
+                outcome = await self._run_routed(
+                    execution, decision, pool_name, run_as_user, packages
+                )
                 if outcome is not None:
                     return outcome
                 continue  # the worker could not take it: choose again
@@ -407,6 +493,17 @@ class TaskRun:
         )
 
 
+
+
+def _first_plain_script(task: Task) -> Step | None:
+    """The task's first step when it is a script step that will run as soon as the task
+    starts, on one worker, with no packages to look up first; else None."""
+    step = task.steps[0] if task.steps else None
+    if step is None or step.action is not Action.SCRIPT or step.on_behalf_of_roles \
+            or step.packages or not should_run(step.condition, False) \
+            or scope_skip_reason(step.environments, task.environment_name) is not None:
+        return None
+    return step
 
 
 __all__ = ["SERVER_STOPPED", "LogLine", "RunContext", "TaskRun"]
