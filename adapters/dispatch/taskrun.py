@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import smtplib
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,41 +17,34 @@ from uuid import UUID
 from adapters.dispatch.behalf import run_on_behalf
 from adapters.dispatch.execution import Execution
 from adapters.dispatch.external import ExternalStep
-from adapters.dispatch.mail import send_email
+from adapters.dispatch.inserver import import_certificate, run_intervention, send_email_step
 from adapters.dispatch.onserver import SERVER_STOPPED, run_on_server, step_request
 from adapters.dispatch.payloads import UnknownPackage, built_in_artifacts, resolve_packages
+from adapters.dispatch.routes import StepRouter
 from adapters.dispatch.sshstep import run_on_ssh
 from adapters.nats.objects import ObjectFiles
 from adapters.workers.hub import WorkerHub
 from agent.executor import LogLine, StepExecutor
 from domain.actors import Actor
 from domain.app import Shoal
-from domain.certificates import parse_pem
-from domain.errors import InvalidTransition, NotFound, Rejected
+from domain.errors import InvalidTransition, NotFound
 from domain.executions import scope_skip_reason
 from domain.messages import PackageRef
 from domain.plan import StepState, TaskState, groups, should_run, skip_reason, task_outcome
 from domain.process import Action, Step
 from domain.routing import (
     BUILT_IN_WORKER_NAME,
-    Candidate,
     Refuse,
     Route,
     RunOnBuiltIn,
     RunOnWorker,
-    resolve_pool,
-    route,
 )
 from domain.tasks import Task
-from domain.workers import CommsStyle, HealthStatus
-from projections.membership import members_of
+from domain.workers import CommsStyle
 from projections.sql import Database
 from projections.watch import PositionWatch
 
 log = logging.getLogger("shoal.dispatch")
-
-# How long a worker that refused a step of a task is passed over for that task's steps.
-REFUSAL_MEMORY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +84,7 @@ class TaskRun:
         # Where the first step was sent when the task was claimed: (step, decision, pool
         # name, run-as user), used once by script().
         self._claimed_route: tuple[str, Route, str, str | None] | None = None
+        self.router = StepRouter(ctx.app, ctx.views, ctx.hub, self.refused)
 
     # -- claiming ------------------------------------------------------------------------
 
@@ -109,7 +101,7 @@ class TaskRun:
         if task.state is not TaskState.QUEUED:
             return None
         first = _first_plain_script(task)
-        route_ = self._decide(Execution.of(first), 0) if first is not None else None
+        route_ = self.router.decide(Execution.of(first), 0) if first is not None else None
 
         def change(t: Task) -> None:
             t.start(node, actor)
@@ -225,10 +217,10 @@ class TaskRun:
             if step.action is Action.SCRIPT:
                 return await self.script(Execution.of(step))
             if step.action is Action.MANUAL_INTERVENTION:
-                return await self._intervention(step)
+                return await run_intervention(self, step)
             if step.action is Action.EMAIL:
-                return await self._email(step)
-            return await self._certificate(step)
+                return await send_email_step(self, step)
+            return await import_certificate(self, step)
         except InvalidTransition as exc:
             log.info("step changed under us", extra={"task_id": str(self.task_id), "error": str(exc)})
             return (await self._load()).run_of(step.name).state
@@ -242,28 +234,10 @@ class TaskRun:
 
     # -- script steps: where, then run -----------------------------------------------------
 
-    def _candidates(self, pool_id: UUID) -> tuple[Candidate, ...]:
-        rows = members_of(self.ctx.views, str(pool_id))
-        load = self.ctx.hub.load
-        now = time.monotonic()
-        passed_over = {w for w, at in self.refused.items() if now - at < REFUSAL_MEMORY_S}
-        return tuple(
-            Candidate(
-                worker_id=UUID(r["worker_id"]), name=r["worker_name"],
-                health=HealthStatus(r["health_status"]), is_disabled=r["is_disabled"],
-                # The read model trails this node's own latest assignments.
-                capacity=r["capacity"], running=max(r["running"], load.get(r["worker_id"], 0)),
-                # One that refused is counted as offline: it still counts as a member
-                # (so the pool is not "empty"), it just gets no step for a while.
-                online=r["online"] and UUID(r["worker_id"]) not in passed_over,
-            )
-            for r in rows
-        )
-
     def _route_and_assign(self, execution: Execution, turn: int) -> tuple[Route, str, str | None]:
         """Decide where the execution runs and record the assignment, all in one trip to
         a thread. Returns (decision, pool name, run-as user)."""
-        decision, pool_name, run_as_user = self._decide(execution, turn)
+        decision, pool_name, run_as_user = self.router.decide(execution, turn)
         if isinstance(decision, RunOnBuiltIn | RunOnWorker):
             self._update_sync(lambda t: self._assign(t, execution.key, decision))
         if isinstance(decision, RunOnWorker):
@@ -276,26 +250,6 @@ class TaskRun:
         elif isinstance(decision, RunOnWorker):
             task.assign(key, decision.pool_id, decision.worker_id, decision.worker_name,
                         self.ctx.actor)
-
-    def _decide(self, execution: Execution, turn: int) -> tuple[Route, str, str | None]:
-        """Where the execution would run now, by the routing rule. Returns (decision,
-        pool name, run-as user)."""
-        app = self.ctx.app
-        step_pool_id, target_pool_id = execution.step.worker_pool_id, execution.target_pool_id
-        default_pool_id = app.default_pool_id()
-        try:
-            pool = app.get_pool(resolve_pool(step_pool_id, default_pool_id, target_pool_id))
-        except NotFound:
-            # A target's pool is kept as it was when the step started; it may be gone.
-            return Refuse(target_pool_id or default_pool_id, "the target's default worker "
-                          f"pool {target_pool_id} no longer exists"), "", None
-        config = app.configuration()
-        decision = route(
-            step_pool_id=step_pool_id, default_pool_id=default_pool_id,
-            pool_name=pool.name, members=self._candidates(pool.id),
-            built_in_enabled=config.built_in_enabled, turn=turn, target_pool_id=target_pool_id,
-        )
-        return decision, pool.name, config.run_as_user
 
     async def script(self, execution: Execution) -> StepState:
         """Run one execution of a script step: route it, wait for a worker if need be,
@@ -428,72 +382,6 @@ class TaskRun:
         name = self.known.run_of(execution.key).worker_name if self.known is not None else None
         worker = ExternalStep(self, execution, worker_id, name or str(worker_id), "")
         return await worker.follow(assignment, None)
-
-    # -- steps that run inside the server --------------------------------------------------
-
-    async def _intervention(self, step: Step) -> StepState:
-        actor = self.ctx.actor
-        task = await self._load()
-        if task.runs[step.name].state is not StepState.AWAITING_INTERVENTION:
-            await self._update(
-                lambda t: t.request_intervention(step.name, step.instructions or "", actor)
-            )
-        while True:
-            task = await self._load()
-            if task.runs[step.name].state.is_final:
-                return task.runs[step.name].state
-            self.changed.clear()
-            waiter = asyncio.create_task(self.changed.wait())
-            cancel = asyncio.create_task(self.cancel.wait())
-            try:
-                await asyncio.wait({waiter, cancel}, timeout=2.0,
-                                   return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for t in (waiter, cancel):
-                    t.cancel()
-            if self.cancel.is_set():
-                return await self._finish_step(step.name, StepState.CANCELLED, reason="cancelled")
-
-    async def _email(self, step: Step) -> StepState:
-        config = await asyncio.to_thread(self.ctx.app.configuration)
-        if step.email is None:
-            return await self._finish_step(step.name, StepState.FAILED, reason="the step has no message")
-        if config.smtp is None:
-            return await self._finish_step(
-                step.name, StepState.FAILED,
-                reason="no SMTP server is configured: PUT /api/configuration/smtp first",
-            )
-        try:
-            await send_email(config.smtp, step.email)
-        except (OSError, smtplib.SMTPException) as exc:
-            return await self._finish_step(
-                step.name, StepState.FAILED,
-                reason=f"could not send mail via {config.smtp.host}:{config.smtp.port}: {exc}",
-            )
-        return await self._finish_step(
-            step.name, StepState.SUCCESS, reason=f"sent to {', '.join(step.email.to)}"
-        )
-
-    async def _certificate(self, step: Step) -> StepState:
-        if step.certificate is None:
-            return await self._finish_step(step.name, StepState.FAILED, reason="the step has no PEM")
-        try:
-            parsed = parse_pem(step.certificate.pem)
-        except Rejected as exc:
-            return await self._finish_step(step.name, StepState.FAILED, reason=str(exc))
-        name = step.certificate.name or parsed.subject
-        await asyncio.to_thread(
-            self.ctx.app.store_certificate, name, parsed, actor=self.ctx.actor
-        )
-        dropped = parsed.had_private_key or step.certificate.dropped_private_key
-        note = " (its private key was not stored)" if dropped else ""
-        return await self._finish_step(
-            step.name, StepState.SUCCESS,
-            reason=f"imported {parsed.subject}, SHA-256 {parsed.thumbprint}{note}",
-        )
-
-
-
 
 def _first_plain_script(task: Task) -> Step | None:
     """The task's first step when it is a script step that will run as soon as the task
