@@ -198,7 +198,10 @@ class StepExecutor:
             flusher = self._spawn(batcher.run())
             ending = await self._supervise(pgid, process, steplog, flusher, deadline, request, cancel)
             if not process.output_closed.done():
-                await asyncio.wait({process.output_closed, flusher}, timeout=self._kill_grace)
+                # The pipes close soon after the exit (unless something escaped the group
+                # holds them); the flusher ends early only by failing.
+                await asyncio.wait({process.output_closed, flusher}, timeout=self._kill_grace,
+                                   return_when=asyncio.FIRST_COMPLETED)
                 _raise_if_failed(flusher)
                 if not process.output_closed.done():
                     steplog.system(
