@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -46,10 +45,11 @@ def start_agent(url: str, key: str, home: Path, name: str, pool: str, style: str
          "--capacity", str(capacity)],
         check=True, capture_output=True, text=True,
     )
-    proc = subprocess.Popen([SHOAL, "agent", "run", "--home", str(home), "--log-level", "WARNING"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
-    return proc
+    with (home.parent / f"{name}.log").open("w") as log:  # a file, not a pipe to drain
+        return subprocess.Popen(
+            [SHOAL, "agent", "run", "--home", str(home), "--log-level", "WARNING"],
+            stdout=log, stderr=subprocess.STDOUT, text=True,
+        )
 
 
 def wait_online(c: httpx.Client, pool: str, count: int) -> None:
