@@ -60,6 +60,7 @@ class StreamSpec:
     subjects: tuple[str, ...]
     retention: RetentionPolicy
     duplicate_window: float  # seconds in which a repeated Nats-Msg-Id is dropped
+    max_age: float = 0.0  # seconds a message is kept; 0: for ever
 
     def fields(self) -> dict[str, Any]:
         """The StreamConfig fields this spec decides (the rest keep server defaults)."""
@@ -68,14 +69,20 @@ class StreamSpec:
             "retention": self.retention,
             "storage": StorageType.FILE,
             "duplicate_window": self.duplicate_window,
+            "max_age": self.max_age,
         }
 
+
+REPORTS_KEPT_S = 7 * 24 * 3600.0
 
 STREAMS = (
     # Instructions for polling agents wait here until their agent pulls and acks them.
     StreamSpec(subjects.WORK_STREAM, (subjects.WORK_SUBJECTS,), RetentionPolicy.WORK_QUEUE, 120.0),
     # Agents retry reports after a reconnect; the message id makes a retry harmless.
-    StreamSpec(subjects.REPORTS_STREAM, (subjects.REPORTS_SUBJECTS,), RetentionPolicy.LIMITS, 120.0),
+    # Reports are events within moments of arriving; they are kept a week (a server down
+    # that long still finds them) rather than filling the disk for ever.
+    StreamSpec(subjects.REPORTS_STREAM, (subjects.REPORTS_SUBJECTS,), RetentionPolicy.LIMITS,
+               120.0, max_age=REPORTS_KEPT_S),
 )
 
 

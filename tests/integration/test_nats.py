@@ -103,6 +103,8 @@ def test_streams_are_created_idempotently_and_deliver_work_and_deduplicate_repor
             assert (work.retention, work.storage, work.subjects) == ("workqueue", "file", ["shoal.work.>"])
             reports = (await js.stream_info(subjects.REPORTS_STREAM)).config
             assert (reports.duplicate_window, reports.storage) == (120.0, "file")
+            # Reports are not kept for ever: a week, then the stream forgets them.
+            assert reports.max_age == 7 * 24 * 3600
 
             await js.publish(subjects.work("w-1"), b"instruction")
             consumer = await js.pull_subscribe(subjects.work("w-1"), durable="w-1")
