@@ -137,7 +137,7 @@ def test_a_failing_target_fails_the_step_and_names_it(
         assert done["state"] == "failed"
         deploy = step(done, "deploy")
         assert deploy["state"] == "failed"
-        assert deploy["reason"] == f"1 of 2 targets failed: {eu['name']}"
+        assert deploy["reason"] == f"1 of 2 targets failed: {eu['name']}", (deploy, log(c, done["id"]))
         states = {x["target_name"]: (x["state"], x["exit_code"]) for x in deploy["executions"]}
         assert states[eu["name"]] == ("failed", 3)
         assert states[regions["targets"]["us"]["name"]] == ("success", 0)
