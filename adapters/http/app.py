@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from adapters.bootstrap import ServerContainer
 from adapters.http.errors import install_error_handlers
+from adapters.http.keyring import KeyRing
 from adapters.http.limits import BodyLimit
 from adapters.http.routers import (
     artifacts,
@@ -31,6 +32,8 @@ from adapters.http.routers import (
 from agent.executor import prefer_pidfd_child_watcher
 
 log = logging.getLogger("shoal.server")
+
+KEY_RECHECK_S = 2.0
 
 
 def announce_admin_key(key: str, path: str) -> None:
@@ -64,6 +67,12 @@ def create_app(container: ServerContainer) -> FastAPI:
         if key is not None:
             announce_admin_key(key, str(container.settings.admin_key_file))
         dispatcher = container.dispatcher()
+        # Nodes sharing PostgreSQL do not hear of each other's key changes: there a
+        # verified key is checked against the store again after a couple of seconds.
+        keyring = KeyRing(container.app, None if container.settings.database_url is None
+                          else KEY_RECHECK_S)
+        container.app.on_recorded(keyring.forget)
+        app.state.keyring = keyring
         app.state.container = container
         app.state.dispatcher = dispatcher
         await dispatcher.start()
@@ -83,8 +92,9 @@ def create_app(container: ServerContainer) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # FastAPI tries routes in order: tasks (queued and polled the most) come first.
     for module in (
-        health, pools, workers, policies, keys, events, projects, tasks, configuration,
+        tasks, health, pools, workers, policies, keys, events, projects, configuration,
         packages, artifacts, environments, targets,
     ):
         app.include_router(module.router)

@@ -10,36 +10,44 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from adapters.bootstrap import ServerContainer
 from adapters.dispatch.dispatcher import Dispatcher
+from adapters.http.keyring import KeyRing
 from domain.actors import Actor
 from domain.app import Shoal
-from domain.keys import ApiKey, Permission, grants
+from domain.keys import Permission, grants
 from projections.sql import Database
 
 _api_key_header = APIKeyHeader(name="X-Api-Key", auto_error=False, description="An API key")
 _bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token")
 
 
-# Dependencies that do not block are `async def`: FastAPI runs a plain `def` dependency
-# in its thread pool, which costs a thread hop per dependency per request.
+# Dependencies are `async def` and one level deep: FastAPI runs a plain `def` dependency
+# in its thread pool (a thread hop per dependency per request), and every nested
+# dependency is another round of its dependency solving. They read the running server's
+# parts straight from app.state (set by the lifespan).
+
+
+def _container(request: Request) -> ServerContainer:
+    container: ServerContainer = request.app.state.container
+    return container
 
 
 async def get_container(request: Request) -> ServerContainer:
-    """The running server's parts (set on app.state by the lifespan)."""
-    container: ServerContainer = request.app.state.container
-    return container
+    """The running server's parts."""
+    return _container(request)
 
 
 Container = Annotated[ServerContainer, Depends(get_container)]
 
 
-async def get_app(container: Container) -> Shoal:
+async def get_app(request: Request) -> Shoal:
     """The Application (write side)."""
-    return container.app
+    return _container(request).app
 
 
-async def fresh_views(container: Container) -> Database:
+async def fresh_views(request: Request) -> Database:
     """The read models, once they include every write this node has made: a client
     that just changed something reads its own change."""
+    container = _container(request)
     target = container.app.last_position
     watch = container.runner.watch
     if watch.position < target and not await watch.wait_async(
@@ -53,32 +61,29 @@ App = Annotated[Shoal, Depends(get_app)]
 Views = Annotated[Database, Depends(fresh_views)]
 
 
-def authenticate(
-    app: App,
-    api_key: Annotated[str | None, Depends(_api_key_header)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> ApiKey:
-    """The key presented in X-Api-Key or as a bearer token; 401 when absent or wrong."""
-    presented = api_key or (bearer.credentials if bearer is not None else None)
-    if not presented:
-        raise HTTPException(
-            401, "missing API key: send it in the X-Api-Key header",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    key = app.authenticate(presented)
-    if key is None:
-        raise HTTPException(
-            401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"}
-        )
-    return key
-
-
 def require(permission: Permission) -> Callable[..., Awaitable[Actor]]:
-    """A dependency that lets the request through only with ``permission``, and gives
-    the route the actor to record on its events."""
+    """A dependency that lets the request through only with a live API key (in
+    X-Api-Key or as a bearer token; 401 without) that grants ``permission`` (403
+    without), and gives the route the actor to record on its events."""
 
-    async def check(key: Annotated[ApiKey, Depends(authenticate)]) -> Actor:
-        if not grants(frozenset(key.permissions), permission):
+    async def check(
+        request: Request,
+        api_key: Annotated[str | None, Depends(_api_key_header)],
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Actor:
+        presented = api_key or (bearer.credentials if bearer is not None else None)
+        if not presented:
+            raise HTTPException(
+                401, "missing API key: send it in the X-Api-Key header",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        keyring: KeyRing = request.app.state.keyring
+        key = await keyring.authenticate(presented)
+        if key is None:
+            raise HTTPException(
+                401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"}
+            )
+        if not grants(key.permissions, permission):
             raise HTTPException(403, f"this API key lacks the {permission.value} permission")
         return key.actor
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Response
@@ -127,13 +128,15 @@ def set_process(
 
 
 @router.post("/{project_id}/runs", status_code=201, response_model=TaskOut)
-def run(
+async def run(
     project_id: str, app: App, tasks: Tasks, actor: CanRun, response: Response,
     body: Annotated[RunIn | None, Body()] = None,
 ) -> TaskOut:
     """Run the project's current process as a new task (422 for an unknown
-    environment, before any task exists)."""
+    environment, before any task exists). Async with one hop, like queueing a script."""
     environment = body.environment if body is not None else None
-    saved = app.queue_run(parse_id(project_id, "project"), environment=environment, actor=actor)
+    saved = await asyncio.to_thread(
+        app.queue_run, parse_id(project_id, "project"), environment=environment, actor=actor
+    )
     tasks.poke()
     return new_task(saved.aggregate, saved.position, response)

@@ -19,6 +19,7 @@ from adapters.http.schemas import Page, Skip, Take, not_found, parse_id, positio
 from adapters.http.schemas import Request as Body
 from adapters.http.steps import pool_ref
 from domain.actors import Actor
+from domain.app.base import Saved
 from domain.keys import Permission
 from domain.plan import StepState, TaskState
 from domain.process import Syntax
@@ -135,35 +136,46 @@ def read_task(
     return TaskOut(**row)
 
 
+# The routes clients queue and poll tasks with are `async def` with one explicit hop to a
+# thread for their store or read-model call: as plain `def` routes, FastAPI would hop to
+# its thread pool for the route and again to validate the answer.
+
+
 @router.get("", response_model=Page[TaskOut])
-def list_(
+async def list_(
     views: Views, _: CanView, state: TaskState | None = None, project: str | None = None,
     skip: Skip = 0, take: Take = 100,
 ) -> Page[TaskOut]:
     """Tasks, newest first; filter by state and project id."""
-    rows, total = list_tasks(
-        views, state=state.value if state else None, project_id=project, skip=skip, take=take
+    rows, total = await asyncio.to_thread(
+        list_tasks, views, state=state.value if state else None, project_id=project,
+        skip=skip, take=take,
     )
     return Page[TaskOut](items=[TaskOut(**r) for r in rows], total=total)
 
 
 @router.post("/script", status_code=201, response_model=TaskOut)
-def script(
+async def script(
     body: ScriptIn, app: App, tasks: Tasks, actor: CanCreate, response: Response
 ) -> TaskOut:
     """Queue an ad-hoc script; it runs where the routing rule says."""
-    saved = app.queue_script(
-        syntax=body.syntax, script_body=body.script_body,
-        worker_pool_id=pool_ref(app, body.worker_pool_id), timeout_s=body.timeout_s, actor=actor,
-    )
+
+    def queue() -> Saved[Task]:
+        return app.queue_script(
+            syntax=body.syntax, script_body=body.script_body,
+            worker_pool_id=pool_ref(app, body.worker_pool_id), timeout_s=body.timeout_s,
+            actor=actor,
+        )
+
+    saved = await asyncio.to_thread(queue)
     tasks.poke()
     return new_task(saved.aggregate, saved.position, response)
 
 
 @router.get("/{task_id}", response_model=TaskOut)
-def get(task_id: str, views: Views, _: CanView) -> TaskOut:
+async def get(task_id: str, views: Views, _: CanView) -> TaskOut:
     """One task with its steps."""
-    row = get_task(views, str(parse_id(task_id, "task")))
+    row = await asyncio.to_thread(get_task, views, str(parse_id(task_id, "task")))
     if row is None:
         raise not_found("task", task_id)
     return TaskOut(**row)
