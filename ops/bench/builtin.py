@@ -10,6 +10,10 @@ Measures, on SQLite (default) or PostgreSQL (--postgres URL):
 and, in the same run, the raw baseline: spawning `bash script.sh` (a file holding `true`)
 with asyncio, --cap at a time, the same N times. Prints a table and one JSON line.
 
+The client is ops/bench/wire.py, not httpx: on the same two cores as the server, httpx
+would spend about as much CPU per task as the server does; the CPU the client did use is
+printed too.
+
     .venv/bin/python ops/bench/builtin.py [--tasks 500] [--cap 16]
 """
 
@@ -29,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+from wire import Wire, own_cpu_s
 
 SHOAL = str(Path(sys.executable).with_name("shoal"))
 
@@ -61,22 +66,19 @@ def start_server(data_dir: Path, cap: int, database_url: str | None) -> tuple[su
             time.sleep(0.02)
 
 
-async def run_tasks(url: str, key: str, n: int) -> float:
-    """Queue n trivial scripts at once; seconds until all of them succeeded."""
-    async with httpx.AsyncClient(base_url=url, headers={"X-Api-Key": key}, timeout=60) as c:
+async def run_tasks(url: str, key: str, n: int) -> tuple[float, float]:
+    """Queue n trivial scripts at once; (seconds until all of them succeeded, this
+    process's own CPU seconds meanwhile)."""
+    async with Wire(url, key, connections=32) as c:
 
         async def count(state: str) -> int:
-            r = await c.get("/api/tasks", params={"state": state, "take": 1})
-            return int(r.json()["total"])
+            return int((await c.get("/api/tasks", state=state, take=1))["total"])
 
         done_before = await count("success")
-        started = time.perf_counter()
-        sem = asyncio.Semaphore(32)
+        cpu, started = own_cpu_s(), time.perf_counter()
 
         async def submit() -> None:
-            async with sem:
-                r = await c.post("/api/tasks/script", json={"syntax": "bash", "script_body": "true"})
-                r.raise_for_status()
+            await c.post("/api/tasks/script", {"syntax": "bash", "script_body": "true"})
 
         await asyncio.gather(*(submit() for _ in range(n)))
         # Poll counts only, so measuring does not load the server.
@@ -84,19 +86,18 @@ async def run_tasks(url: str, key: str, n: int) -> float:
             if await count("failed"):
                 raise SystemExit("a task failed; see the server log")
             await asyncio.sleep(0.05)
-        return time.perf_counter() - started
+        return time.perf_counter() - started, own_cpu_s() - cpu
 
 
 async def run_one_at_a_time(url: str, key: str, n: int) -> set[str]:
     """Queue n trivial scripts one after another, each once the last has ended; their ids."""
     ids: set[str] = set()
-    async with httpx.AsyncClient(base_url=url, headers={"X-Api-Key": key}, timeout=60) as c:
+    async with Wire(url, key, connections=1) as c:
         for _ in range(n):
-            r = await c.post("/api/tasks/script", json={"syntax": "bash", "script_body": "true"})
-            task_id = r.json()["id"]
+            task_id = (await c.post("/api/tasks/script", {"syntax": "bash", "script_body": "true"}))["id"]
             ids.add(task_id)
             # Polling over HTTP is the point here: it is how a client learns the end.
-            while (await c.get(f"/api/tasks/{task_id}")).json()["state"] != "success":  # noqa: ASYNC110
+            while (await c.get(f"/api/tasks/{task_id}"))["state"] != "success":  # noqa: ASYNC110
                 await asyncio.sleep(0.005)
     return ids
 
@@ -104,17 +105,19 @@ async def run_one_at_a_time(url: str, key: str, n: int) -> set[str]:
 async def run_process(url: str, key: str, n: int, repeats: int = 3) -> float:
     """A deployment process of n parallel `true` steps (one group), run `repeats` times;
     the median steps per second, first POST to the task's end."""
-    async with httpx.AsyncClient(base_url=url, headers={"X-Api-Key": key}, timeout=60) as c:
-        project = (await c.post("/api/projects", json={"name": f"bench-{n}"})).json()["id"]
+    async with Wire(url, key, connections=1) as c:
+        project = (await c.post("/api/projects", {"name": f"bench-{n}"}))["id"]
         steps = [{"name": f"s{i}", "action": "script", "syntax": "bash", "script_body": "true",
                   "start": "after_previous" if i == 0 else "with_previous"} for i in range(n)]
-        (await c.put(f"/api/projects/{project}/process", json={"steps": steps})).raise_for_status()
+        status, answer = await c.request("PUT", f"/api/projects/{project}/process", {"steps": steps})
+        if status >= 300:
+            raise SystemExit(f"could not set the process: {status} {answer}")
         rates = []
         for _ in range(repeats):
             started = time.perf_counter()
-            task = (await c.post(f"/api/projects/{project}/runs", json={})).json()["id"]
+            task = (await c.post(f"/api/projects/{project}/runs", {}))["id"]
             # Polling over HTTP is the point here: it is how a client learns the end.
-            while (state := (await c.get(f"/api/tasks/{task}")).json()["state"]) in (  # noqa: ASYNC110
+            while (state := (await c.get(f"/api/tasks/{task}"))["state"]) in (  # noqa: ASYNC110
                     "queued", "executing"):
                 await asyncio.sleep(0.01)
             if state != "success":
@@ -197,7 +200,9 @@ def main() -> None:
             asyncio.run(run_tasks(url, key, min(20, args.tasks)))  # warm-up
             # Bursts on the same server, one after another: a single run on a shared or
             # virtual machine moves by a fifth either way; the median of several less so.
-            burst_runs = [asyncio.run(run_tasks(url, key, args.tasks)) for _ in range(args.repeat)]
+            bursts = [asyncio.run(run_tasks(url, key, args.tasks)) for _ in range(args.repeat)]
+            burst_runs = [took for took, _ in bursts]
+            client_ms = statistics.median(cpu for _, cpu in bursts) / args.tasks * 1000
             burst = pickup_latencies(url, key)
             quiet_ids = asyncio.run(run_one_at_a_time(url, key, args.quiet))
             quiet = pickup_latencies(url, key, quiet_ids)
@@ -224,6 +229,7 @@ def main() -> None:
     ]
     print(f"median of {args.repeat} bursts of {args.tasks}: "
           + ", ".join(f"{s:,.0f}" for s in steps_runs) + " steps/s")
+    print(f"(the bench's own client used {client_ms:.2f} ms of CPU per task on the same cores)")
     print(f"{'measurement':<40}{'value':>14}{'baseline':>14}{'ratio':>8}")
     print(f"{'trivial steps/s (' + store + ')':<40}{steps_s:>14,.0f}{bare_s:>14,.0f}"
           f"{steps_s / bare_s:>8.0%}")
@@ -237,6 +243,7 @@ def main() -> None:
         "steps_per_s_runs": [round(s, 1) for s in steps_runs],
         "bare_spawns_per_s": round(bare_s, 1),
         "ratio": round(steps_s / bare_s, 3),
+        "client_cpu_ms_per_task": round(client_ms, 3),
         "process_steps_per_s": round(process_s, 1), "process_ratio": round(process_s / bare_s, 3),
         "pickup_quiet_p50_ms": round(pct(quiet, 0.5) * 1000, 2),
         "pickup_quiet_p99_ms": round(pct(quiet, 0.99) * 1000, 2),

@@ -9,6 +9,7 @@ Measures:
     polling agents (capacity --capacity each), first POST to last task finished;
 and, in the same run, the raw baseline: a bare NATS request/reply round trip on loopback
 (NatsBus to NatsBus through its own nats-server). Prints a table and one JSON line.
+The client is ops/bench/wire.py (see builtin.py for why); its CPU is printed too.
 
     .venv/bin/python ops/bench/dispatch.py [--tasks 400] [--quiet 100] [--agents 4]
 """
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from builtin import pct, pickup_latencies, start_server
+from wire import Wire, own_cpu_s
 
 from adapters.nats import EmbeddedNats, EmbeddedNatsConfig, NatsBus
 
@@ -66,41 +68,37 @@ def wait_online(c: httpx.Client, pool: str, count: int) -> None:
 async def quiet_pickups(url: str, key: str, pool: str, n: int) -> set[str]:
     """n trivial scripts, each queued once the last has ended; their task ids."""
     ids: set[str] = set()
-    async with httpx.AsyncClient(base_url=url, headers={"X-Api-Key": key}, timeout=60) as c:
+    async with Wire(url, key, connections=1) as c:
         for _ in range(n):
-            r = await c.post("/api/tasks/script",
-                             json={"syntax": "bash", "script_body": "true", "worker_pool_id": pool})
-            task_id = r.json()["id"]
+            task_id = (await c.post("/api/tasks/script", {
+                "syntax": "bash", "script_body": "true", "worker_pool_id": pool}))["id"]
             ids.add(task_id)
-            while (await c.get(f"/api/tasks/{task_id}")).json()["state"] != "success":  # noqa: ASYNC110
+            while (await c.get(f"/api/tasks/{task_id}"))["state"] != "success":  # noqa: ASYNC110
                 await asyncio.sleep(0.005)
     return ids
 
 
-async def burst(url: str, key: str, pool: str, n: int) -> float:
-    """n trivial scripts queued at once; seconds until all succeeded."""
-    async with httpx.AsyncClient(base_url=url, headers={"X-Api-Key": key}, timeout=60) as c:
+async def burst(url: str, key: str, pool: str, n: int) -> tuple[float, float]:
+    """n trivial scripts queued at once; (seconds until all succeeded, this process's
+    own CPU seconds meanwhile)."""
+    async with Wire(url, key, connections=32) as c:
 
         async def count(state: str) -> int:
-            r = await c.get("/api/tasks", params={"state": state, "take": 1})
-            return int(r.json()["total"])
+            return int((await c.get("/api/tasks", state=state, take=1))["total"])
 
         before = await count("success")
-        started = time.perf_counter()
-        sem = asyncio.Semaphore(32)
+        cpu, started = own_cpu_s(), time.perf_counter()
 
         async def submit() -> None:
-            async with sem:
-                r = await c.post("/api/tasks/script", json={
-                    "syntax": "bash", "script_body": "true", "worker_pool_id": pool})
-                r.raise_for_status()
+            await c.post("/api/tasks/script", {
+                "syntax": "bash", "script_body": "true", "worker_pool_id": pool})
 
         await asyncio.gather(*(submit() for _ in range(n)))
         while await count("success") - before < n:
             if await count("failed"):
                 raise SystemExit("a task failed; see the server log")
             await asyncio.sleep(0.05)
-        return time.perf_counter() - started
+        return time.perf_counter() - started, own_cpu_s() - cpu
 
 
 async def bare_round_trips(folder: Path, n: int) -> list[float]:
@@ -160,7 +158,9 @@ def main() -> None:
             asyncio.run(burst(url, key, "farm", min(40, args.tasks)))  # warm-up
             # Several bursts, one after another: one run on a virtual machine moves by a
             # fifth either way; the median of several less so.
-            burst_runs = [asyncio.run(burst(url, key, "farm", args.tasks)) for _ in range(args.repeat)]
+            bursts = [asyncio.run(burst(url, key, "farm", args.tasks)) for _ in range(args.repeat)]
+            burst_runs = [took for took, _ in bursts]
+            client_ms = statistics.median(cpu for _, cpu in bursts) / args.tasks * 1000
         finally:
             for agent in agents:
                 agent.send_signal(signal.SIGTERM)
@@ -185,10 +185,12 @@ def main() -> None:
         print(f"{name:<40}{value:>12.2f}{ratio}")
     print(f"{f'trivial steps/s, {args.agents} polling agents':<40}{steps_s:>12.0f}"
           f"   (median of {', '.join(f'{s:.0f}' for s in steps_runs)})")
+    print(f"(the bench's own client used {client_ms:.2f} ms of CPU per task on the same cores)")
     print(json.dumps({
         "bench": "dispatch", "store": "sqlite", "tasks": args.tasks, "agents": args.agents,
         "capacity": args.capacity, "repeat": args.repeat, "steps_per_s": round(steps_s, 1),
         "steps_per_s_runs": [round(s, 1) for s in steps_runs],
+        "client_cpu_ms_per_task": round(client_ms, 3),
         "bare_nats_rtt_p50_ms": round(bare_p50, 3),
         "bare_nats_rtt_p99_ms": round(pct(bare, 0.99) * 1000, 3),
         **{f"pickup_{s}_{q}_ms": round(pct(pickups[p], v) * 1000, 2)
