@@ -149,7 +149,7 @@ def build_server(settings: Settings, **overrides: Any) -> ServerContainer:
     app = overrides.get("app") or open_application(settings.data_dir, settings.database_url)
     views = overrides.get("views") or open_views(settings.data_dir, settings.database_url)
     runner = ProjectionRunner(
-        ApplicationLog(app),
+        ApplicationLog(app, remember_saves=True),
         views,
         all_projections(),
         poll_interval=1.0,

@@ -56,6 +56,22 @@ def to_json(value: Any) -> str:
     return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+# How a field that must be redacted shows in JSON text: as a key. A value that merely
+# contains such text (a script printing '"password":') only sends the event the slow way.
+_SECRET_KEYS = tuple(f'"{name}":'.encode() for name in REDACTED_FIELDS)
+
+
+def data_json(event: Any) -> str:
+    """``to_json(event_data(event))``, without walking the event in Python when no field
+    that must be redacted is anywhere in it (nearly every event): orjson writes records
+    as their fields, exactly as the walk does, so both give the same text."""
+    plain = {k: v for k, v in vars(event).items() if k not in _BASE_FIELDS}
+    text = orjson.dumps(plain, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+    if any(key in text for key in _SECRET_KEYS):
+        return to_json(_redact(plain))
+    return text.decode()
+
+
 class AuditLog(Projection):
     """One row per event of every aggregate."""
 
@@ -84,7 +100,7 @@ class AuditLog(Projection):
                 event.originator_version,
                 iso(event.timestamp),
                 to_json(actor.as_dict() if isinstance(actor, Actor) else None),
-                to_json(event_data(event)),
+                data_json(event),
             ),
         )
 

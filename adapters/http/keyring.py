@@ -46,9 +46,9 @@ class KeyRing:
         self._lock = threading.Lock()
         self._generation = 0
 
-    def forget(self, events: Iterable[Any]) -> None:
+    def forget(self, recorded: Iterable[tuple[int, Any]]) -> None:
         """Drop the keys these saved events belong to (Application.on_recorded)."""
-        changed = [e.originator_id for e in events if isinstance(e, ApiKey.Event)]
+        changed = [e.originator_id for _, e in recorded if isinstance(e, ApiKey.Event)]
         if changed:
             with self._lock:
                 self._generation += 1

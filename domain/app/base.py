@@ -77,7 +77,7 @@ class CommandsBase(Application[UUID]):
         self._committer = GroupCommitter(self.events.put)
         self.last_position = 0
         self._saved_listeners: list[Callable[[int], None]] = []
-        self._recorded_listeners: list[Callable[[list[Any]], None]] = []
+        self._recorded_listeners: list[Callable[[list[tuple[int, Any]]], None]] = []
 
     # -- saving and being told about saves ------------------------------------------------
 
@@ -90,10 +90,10 @@ class CommandsBase(Application[UUID]):
         """Call ``listener(position)`` after every save made through this Application."""
         self._saved_listeners.append(listener)
 
-    def on_recorded(self, listener: Callable[[list[Any]], None]) -> None:
-        """Call ``listener(events)`` with the domain events of every save made through
-        this Application, in the saving thread, once they are stored (e.g. to drop a
-        cached copy of something that just changed)."""
+    def on_recorded(self, listener: Callable[[list[tuple[int, Any]]], None]) -> None:
+        """Call ``listener([(position, event), ...])`` with the domain events of every
+        save made through this Application, in the saving thread, once they are stored
+        (e.g. to drop a cached copy of something that just changed)."""
         self._recorded_listeners.append(listener)
 
     def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
@@ -123,7 +123,7 @@ class CommandsBase(Application[UUID]):
         for listener in self._saved_listeners:
             listener(position)
         if self._recorded_listeners:
-            events = [r.domain_event for r in recordings]
+            events = [(r.notification.id, r.domain_event) for r in recordings]
             for recorded in self._recorded_listeners:
                 recorded(events)
 

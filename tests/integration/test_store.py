@@ -148,3 +148,50 @@ def test_unreachable_postgres_is_named_without_the_password() -> None:
     message = str(caught.value)
     assert "127.0.0.1:1" in message
     assert "secretpw" not in message
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and vars(a) == vars(b)
+
+
+def test_the_live_log_hands_over_saved_events_as_the_store_holds_them(app: Shoal) -> None:
+    start = ApplicationLog(app).max_position()
+    live = ApplicationLog(app, remember_saves=True)
+    for _ in range(3):
+        app.create_pool(name=rid("pool"), actor=TESTER)
+
+    from_memory = list(live.read(start, 100))
+    from_store = list(ApplicationLog(app).read(start, 100))
+
+    assert [p for p, _ in from_memory] == [p for p, _ in from_store]
+    assert len(from_store) == 6  # each pool and its name
+    assert all(_same(a, b) for (_, a), (_, b) in zip(from_memory, from_store, strict=True))
+    # Read once, forgotten: asking again goes to the store, with the same answer.
+    again = list(live.read(start, 100))
+    assert all(_same(a, b) for (_, a), (_, b) in zip(again, from_store, strict=True))
+
+
+def test_the_live_log_reads_the_store_across_a_gap_in_what_it_was_handed(app: Shoal) -> None:
+    start = ApplicationLog(app).max_position()
+    live = ApplicationLog(app, remember_saves=True)
+    app.create_pool(name=rid("pool"), actor=TESTER)
+    app.create_pool(name=rid("pool"), actor=TESTER)
+    # The first save's events never reached it (saved by another node, say).
+    live._recent.pop(start + 1)
+
+    read = list(live.read(start, 100))
+
+    assert [p for p, _ in read] == list(range(start + 1, start + 5))
+    stored = ApplicationLog(app).read(start, 100)
+    assert all(_same(a, b) for (_, a), (_, b) in zip(read, stored, strict=True))
+
+
+def test_the_live_log_stops_at_upto_and_limit(app: Shoal) -> None:
+    start = ApplicationLog(app).max_position()
+    live = ApplicationLog(app, remember_saves=True)
+    for _ in range(3):
+        app.create_pool(name=rid("pool"), actor=TESTER)
+
+    assert [p for p, _ in live.read(start, 2)] == [start + 1, start + 2]
+    assert [p for p, _ in live.read(start + 2, 100, upto=start + 4)] == [start + 3, start + 4]
+    assert [p for p, _ in live.read(start + 4, 100)] == [start + 5, start + 6]
