@@ -57,11 +57,16 @@ class Dispatcher:
         if run is not None:
             self._on_loop(run.cancel)
 
-    def changed(self, task_id: UUID) -> None:
-        """A running task was changed from outside (e.g. an intervention decided)."""
+    def changed(self, task_id: UUID, task: Task | None = None) -> None:
+        """A running task was changed from outside (a worker's reports, an intervention
+        decided): ``task`` is the task as saved, when the caller has it."""
         run = self.runs.get(task_id)
-        if run is not None:
-            self._on_loop(run.changed)
+        if run is None:
+            return
+        if self._loop is None:
+            run.offer(task)
+        else:
+            self._loop.call_soon_threadsafe(run.offer, task)
 
     # -- lifecycle -------------------------------------------------------------------------
 

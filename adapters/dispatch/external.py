@@ -61,7 +61,7 @@ class ExternalStep:
             packages=self.packages,
         )
         try:
-            comms = (await asyncio.to_thread(ctx.app.get_worker, self.worker_id)).comms_style
+            comms = await ctx.hub.comms_style(self.worker_id)
             sent = await ctx.hub.gateway.exec(comms, instruction)
         except NotFound:
             await self._take_back("it was deregistered")
@@ -93,7 +93,7 @@ class ExternalStep:
         running_since: float | None = None
         while True:
             run.changed.clear()  # before reading, so a change while we read is not lost
-            task = await run._load()
+            task = await run.latest()
             state = task.run_of(name)
             if state.state.is_final:
                 return state.state
@@ -128,11 +128,18 @@ class ExternalStep:
                     reason=f"timed out after {self.step.timeout_s:g}s (worker "
                     f"{self.worker_name!r} did not report the end)",
                 )
-            waits = [asyncio.ensure_future(run.changed.wait())]
-            if cancel_at is None:
-                waits.append(asyncio.ensure_future(run.cancel.wait()))
-            try:
-                await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waits:
-                    w.cancel()
+            await self._wait_for_news(cancel_requested=cancel_at is not None)
+
+    async def _wait_for_news(self, *, cancel_requested: bool) -> None:
+        """Until the task changes (or a cancel comes), for a second at most."""
+        run = self.run_
+        waits = [asyncio.ensure_future(run.changed.wait())]
+        if not cancel_requested:
+            waits.append(asyncio.ensure_future(run.cancel.wait()))
+        try:
+            done, _ = await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        if not done:
+            run.offer(None)  # a second without news: look at the store itself

@@ -71,9 +71,13 @@ class TaskRun:
         self.task_id = task_id
         self.cancel = asyncio.Event()
         self.changed = asyncio.Event()
-        # The task as this run last saved it: the run is normally its only writer, so it
-        # changes a copy of this instead of reading the store again.
+        # The newest copy of the task this run has seen (its own saves, and what the report
+        # intake saved and handed over): it changes a copy of this instead of reading the
+        # store again. Saves land from threads and from the loop, hence the lock.
         self.known: Task | None = None
+        self._known_lock = threading.Lock()
+        # Someone changed the task without handing over a copy: the next look reads it.
+        self._stale = False
         # Workers that answered "no" to a step of this task (e.g. a signature they could
         # not verify), and when: passed over for a while rather than asked again at once.
         self.refused: dict[UUID, float] = {}
@@ -112,7 +116,7 @@ class TaskRun:
             saved = app.update_known_task(task, self.task_id, change)
         except (InvalidTransition, NotFound):
             return None
-        self.known = saved.aggregate
+        self.keep(saved.aggregate)
         if first is not None and route_ is not None:
             decision, pool_name, run_as_user = route_
             if isinstance(decision, RunOnBuiltIn | RunOnWorker):
@@ -127,12 +131,36 @@ class TaskRun:
         if claimed is not None and isinstance(claimed[1], RunOnWorker):
             self.ctx.hub.count(claimed[1].worker_id, -1)
 
+    # -- what the task looks like now ------------------------------------------------------
+
+    def keep(self, task: Task) -> None:
+        """Remember ``task`` as saved, unless a newer copy is known already."""
+        with self._known_lock:
+            if self.known is None or task.version >= self.known.version:
+                self.known = task
+
+    def offer(self, task: Task | None) -> None:
+        """Something changed the task (on the loop): ``task`` is how it saved it, or None
+        when it did not say, and the next look goes to the store."""
+        if task is None:
+            self._stale = True
+        else:
+            self.keep(task)
+        self.changed.set()
+
+    async def latest(self) -> Task:
+        """The task as it is now: the newest copy handed over, or read from the store
+        when a change came without one."""
+        if self._stale or self.known is None:
+            return await self._load()
+        return self.known
+
     # -- writing, off the event loop -------------------------------------------------------
 
     def _update_sync(self, change: Callable[[Task], None]) -> Task:
         with self._writing:
             saved = self.ctx.app.update_known_task(self.known, self.task_id, change)
-            self.known = saved.aggregate
+            self.keep(saved.aggregate)
             return saved.aggregate
 
     def append_log_sync(self, step: str, batch: list[list[str]]) -> None:
@@ -144,7 +172,9 @@ class TaskRun:
         return await asyncio.to_thread(self._update_sync, change)
 
     async def _load(self) -> Task:
-        self.known = await asyncio.to_thread(self.ctx.app.get_task, self.task_id)
+        self._stale = False  # before reading: a change meanwhile marks it again
+        self.keep(await asyncio.to_thread(self.ctx.app.get_task, self.task_id))
+        assert self.known is not None
         return self.known
 
     async def _finish_step(
@@ -166,7 +196,7 @@ class TaskRun:
         """Run the remaining steps and record the task's end. ``task`` is the aggregate
         as the caller last saved it (saves a load)."""
         task = await self._load() if task is None else task
-        self.known = task
+        self.keep(task)
         # Judged by steps, group by group: a failed execution of a step still running (on
         # behalf of targets, resumed) is that step's business, not an earlier failure.
         failed = False
@@ -361,7 +391,7 @@ class TaskRun:
         packages: tuple[PackageRef, ...],
     ) -> StepState | None:
         try:
-            if await asyncio.to_thread(self._is_ssh, decision.worker_id):
+            if await self._is_ssh(decision.worker_id):
                 return await run_on_ssh(self, execution, decision, pool_name, packages)
             worker = ExternalStep(
                 self, execution, decision.worker_id, decision.worker_name, pool_name, packages
@@ -370,9 +400,9 @@ class TaskRun:
         finally:
             self.ctx.hub.count(decision.worker_id, -1)
 
-    def _is_ssh(self, worker_id: UUID) -> bool:
+    async def _is_ssh(self, worker_id: UUID) -> bool:
         try:
-            return self.ctx.app.get_worker(worker_id).comms_style is CommsStyle.SSH
+            return await self.ctx.hub.comms_style(worker_id) is CommsStyle.SSH
         except NotFound:
             return False  # ExternalStep gives the step back
 

@@ -9,6 +9,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import orjson
@@ -28,7 +29,8 @@ from domain.app import Shoal
 from domain.errors import NotFound
 from domain.messages import HealthAnswer
 from domain.signing import public_key_text
-from domain.workers import CommsStyle
+from domain.tasks import Task
+from domain.workers import CommsStyle, Worker
 from projections.credentials import agent_credentials
 from projections.sql import Database
 from projections.watch import PositionWatch
@@ -82,11 +84,15 @@ class WorkerHub:
         self.actor = actor
         self.agent_urls = agent_urls
         self.gateway = WorkerGateway(bus, key)
-        self.on_changed: Callable[[UUID], None] = lambda _task_id: None
+        self.on_changed: Callable[[UUID, Task | None], None] = lambda _task_id, _task: None
         # Steps this node gave each worker and that have not ended: routing counts them
         # before the read model does, so a burst cannot overfill a worker.
         self.load: dict[str, int] = {}
         self._load_lock = threading.Lock()
+        # A worker's comms style never changes: asked once, not on every step. Dropped
+        # when this node records the worker's deregistration.
+        self._styles: dict[UUID, CommsStyle] = {}
+        app.on_recorded(self._forget_styles)
         self.monitor = HeartbeatMonitor(app, views, bus, actor, self._changed)
         self.intake = ReportIntake(app, bus, self._changed)
         agents = AgentHealthRunner(self.gateway)
@@ -107,8 +113,21 @@ class WorkerHub:
             else:
                 self.load.pop(key, None)
 
-    def _changed(self, task_id: UUID) -> None:
-        self.on_changed(task_id)
+    def _changed(self, task_id: UUID, task: Task | None = None) -> None:
+        self.on_changed(task_id, task)
+
+    async def comms_style(self, worker_id: UUID) -> CommsStyle:
+        """How the server reaches this worker (NotFound when it is not registered)."""
+        style = self._styles.get(worker_id)
+        if style is None:
+            style = (await asyncio.to_thread(self.app.get_worker, worker_id)).comms_style
+            self._styles[worker_id] = style
+        return style
+
+    def _forget_styles(self, recorded: list[tuple[int, Any]]) -> None:
+        for _, event in recorded:
+            if isinstance(event, Worker.Deregistered):
+                self._styles.pop(event.originator_id, None)
 
     @property
     def server_key(self) -> str:
@@ -122,7 +141,7 @@ class WorkerHub:
         if self.access is not None:
             self.access.write(agent_credentials(self.views))
 
-    async def start(self, on_changed: Callable[[UUID], None]) -> None:
+    async def start(self, on_changed: Callable[[UUID, Task | None], None]) -> None:
         """Work queues of every polling agent, the control subject, heartbeats, reports."""
         self.on_changed = on_changed
         for worker in await asyncio.to_thread(agent_workers, self.views):

@@ -1,11 +1,12 @@
 """Reports from agents (stream SHOAL_REPORTS) become Task events.
 
 One durable pull consumer reads them in order; a fetched batch is grouped per (task,
-worker) and each group is one save, so a busy worker costs a save per batch rather than
-per line. The subject names the sender (NATS permissions let an agent publish only on its
-own), and the domain's fencing rule decides what is accepted; refusals are logged and
-acknowledged, never retried. A report is acknowledged only after its events are stored,
-so a server killed mid-batch gets the batch again after its restart.
+worker) and the whole batch is recorded with one save (per group should that conflict),
+so busy workers cost a save per batch rather than per report. The subject names the
+sender (NATS permissions let an agent publish only on its own), and the domain's fencing
+rule decides what is accepted; refusals are logged and acknowledged, never retried. A
+report is acknowledged only after its events are stored, so a server killed mid-batch
+gets the batch again after its restart.
 
 Artifact parts are skipped here: when an artifact's manifest comes, its parts are read
 back from the stream (adapters/workers/artifacts.py), the file is stored, and the parts are
@@ -30,9 +31,11 @@ from adapters.nats.objects import ObjectFiles
 from adapters.workers import artifacts
 from domain.actors import Actor, ActorKind
 from domain.app import Shoal
+from domain.app.tasks import ReportGroup
 from domain.errors import NotFound
 from domain.messages import ProtocolError, Report, decode_report
 from domain.reports import StepReport, refusal
+from domain.tasks import Task
 
 log = logging.getLogger("shoal.workers")
 
@@ -55,9 +58,12 @@ def to_step_report(report: Report) -> StepReport:
 
 
 class ReportIntake:
-    """start() / stop(); ``on_changed(task_id)`` is called after a task was updated."""
+    """start() / stop(); ``on_changed(task_id, task)`` is called with each task a batch
+    changed, as saved."""
 
-    def __init__(self, app: Shoal, bus: NatsBus, on_changed: Callable[[UUID], None]) -> None:
+    def __init__(
+        self, app: Shoal, bus: NatsBus, on_changed: Callable[[UUID, Task | None], None]
+    ) -> None:
         self.app = app
         self.bus = bus
         self.on_changed = on_changed
@@ -102,10 +108,43 @@ class ReportIntake:
                 self._sub = None
                 await asyncio.sleep(0.5)
                 continue
-            await self.handle(msgs)
+            try:
+                await self.handle(msgs)
+            except Exception:  # a bug must not stop the intake for good
+                log.exception("report batch failed")
 
     async def handle(self, msgs: list[Msg]) -> None:
         """Apply one fetched batch and acknowledge it."""
+        groups = self._group(msgs)
+        parts: list[int] = []
+        try:
+            # Artifact manifests need their files fetched first (concurrently); then the
+            # whole batch is recorded with one trip to a thread and one save.
+            ready = await asyncio.gather(*(
+                self._prepare(task_id, worker_id, reports, parts)
+                for (task_id, worker_id), reports in groups.items()
+            ), return_exceptions=True)
+            prepared = [r for r in ready if not isinstance(r, BaseException)]
+            for failure in (r for r in ready if isinstance(r, BaseException)):
+                raise failure
+            outcomes = await asyncio.to_thread(self._apply_sync, prepared)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The store is unreachable, say: have the batch again in a moment, in order.
+            log.exception("could not record reports; they will be delivered again")
+            for msg in msgs:
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=1.0)
+            return
+        for msg in msgs:
+            with contextlib.suppress(Exception):
+                await msg.ack()
+        await artifacts.forget_parts(self.bus, parts)
+        self._tell(prepared, outcomes)
+
+    def _group(self, msgs: list[Msg]) -> dict[tuple[UUID, UUID], list[Report]]:
+        """The batch's reports by (task, worker), in order; malformed ones logged."""
         groups: dict[tuple[UUID, UUID], list[Report]] = {}
         for msg in msgs:
             sender = _worker_of(msg.subject)
@@ -120,50 +159,50 @@ class ReportIntake:
             if report.kind == "artifact" and not report.is_manifest:
                 continue  # a part: read back from the stream when its manifest comes
             groups.setdefault(key, []).append(report)
-        parts: list[int] = []
-        # The tasks' groups are applied concurrently: each is a save of its own task (the
-        # store's group commit puts concurrent saves into one transaction), and one after
-        # another they made a busy batch's last report wait for a hundred saves before it.
-        # Groups of one task (parallel steps on several workers) stay one after another:
-        # concurrent saves of one aggregate would only conflict and retry.
-        by_task: dict[UUID, list[tuple[UUID, list[Report]]]] = {}
-        for (task_id, worker_id), reports in groups.items():
-            by_task.setdefault(task_id, []).append((worker_id, reports))
+        return groups
 
-        async def apply_task(task_id: UUID, work: list[tuple[UUID, list[Report]]]) -> None:
-            for worker_id, reports in work:
-                await self._apply(task_id, worker_id, reports, parts)
-
-        results = await asyncio.gather(
-            *(apply_task(task_id, work) for task_id, work in by_task.items()),
-            return_exceptions=True,
-        )
-        failed = [r for r in results if isinstance(r, BaseException)]
-        for r in failed:
-            if not isinstance(r, Exception):
-                raise r  # cancelled (stopping), or worse: not ours to swallow
-        if failed:
-            # The store is unreachable, say: have the batch again in a moment, in order.
-            log.error("could not record reports; they will be delivered again",
-                      exc_info=failed[0])
-            for msg in msgs:
-                with contextlib.suppress(Exception):
-                    await msg.nak(delay=1.0)
-            return
-        for msg in msgs:
-            with contextlib.suppress(Exception):
-                await msg.ack()
-        await artifacts.forget_parts(self.bus, parts)
+    def _tell(
+        self, prepared: list[tuple[UUID, UUID, list[StepReport]]],
+        outcomes: list[tuple[Task | None, list[str]]],
+    ) -> None:
+        """Log what was refused; hand each changed task, as saved, to on_changed."""
+        changed: dict[UUID, Task] = {}
+        for (task_id, worker_id, _), (task, refused) in zip(prepared, outcomes, strict=True):
+            for why in refused:
+                log.warning("report refused", extra={"worker_id": str(worker_id),
+                                                     "task_id": str(task_id), "reason": why})
+            if task is not None:
+                changed[task_id] = task
+        for task_id, task in changed.items():
+            self.on_changed(task_id, task)
 
     def _apply_sync(
-        self, task_id: UUID, worker_id: UUID, reports: list[StepReport]
-    ) -> tuple[int | None, list[str]]:
-        try:
-            name = self.app.get_worker(worker_id).name
-        except NotFound:
-            return None, [f"worker {worker_id} is not registered"]
-        actor = Actor(ActorKind.AGENT, str(worker_id), name)
-        return self.app.apply_reports(task_id, worker_id, reports, actor=actor)
+        self, prepared: list[tuple[UUID, UUID, list[StepReport]]]
+    ) -> list[tuple[Task | None, list[str]]]:
+        """Record a batch (in a worker thread): each group as the worker it came from,
+        all in one save. Per group: the task as saved (None if nothing was recorded)
+        and why each refused report was refused."""
+        names: dict[UUID, str | None] = {}
+        for _, worker_id, _ in prepared:
+            if worker_id not in names:
+                try:
+                    names[worker_id] = self.app.get_worker(worker_id).name
+                except NotFound:
+                    names[worker_id] = None
+        groups = [
+            ReportGroup(task_id, worker_id, reports,
+                        Actor(ActorKind.AGENT, str(worker_id), names[worker_id] or ""))
+            for task_id, worker_id, reports in prepared if names[worker_id] is not None
+        ]
+        applied = iter(self.app.apply_report_batch(groups))
+        results: list[tuple[Task | None, list[str]]] = []
+        for _, worker_id, _ in prepared:
+            if names[worker_id] is None:
+                results.append((None, [f"worker {worker_id} is not registered"]))
+            else:
+                outcome = next(applied)
+                results.append((outcome.task, outcome.refused))
+        return results
 
     def _fence(self, task_id: UUID, worker_id: UUID, report: Report) -> str | None:
         try:
@@ -187,7 +226,10 @@ class ReportIntake:
                                                    "reason": str(exc)})
             return artifacts.refusal_note(manifest, str(exc))
 
-    async def _apply(self, task_id: UUID, worker_id: UUID, received: list[Report], parts: list[int]) -> None:
+    async def _prepare(
+        self, task_id: UUID, worker_id: UUID, received: list[Report], parts: list[int]
+    ) -> tuple[UUID, UUID, list[StepReport]]:
+        """One group's reports as the domain takes them, artifacts stored first."""
         reports: list[StepReport] = []
         for report in received:
             if not report.is_manifest:
@@ -197,12 +239,4 @@ class ReportIntake:
             stored = await self._artifact(task_id, worker_id, report)
             if stored is not None:
                 reports.append(stored)
-        try:
-            position, refused = await asyncio.to_thread(self._apply_sync, task_id, worker_id, reports)
-        except NotFound:
-            refused, position = [f"task {task_id} does not exist"], None
-        for why in refused:
-            log.warning("report refused", extra={"worker_id": str(worker_id), "task_id": str(task_id),
-                                                 "reason": why})
-        if position is not None:
-            self.on_changed(task_id)
+        return task_id, worker_id, reports

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from uuid import UUID
 
 from eventsourcing.persistence import RecordConflictError
@@ -21,6 +22,30 @@ from domain.tasklog import Line, TaskLog, log_id
 from domain.tasks import Task, TaskKind
 
 SCRIPT_STEP_NAME = "Run script"
+
+
+@dataclass(frozen=True)
+class ReportGroup:
+    """One worker's reports about its steps of one task, in the order they came."""
+
+    task_id: UUID
+    worker_id: UUID
+    reports: Sequence[StepReport]
+    actor: Actor
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    """What became of a group: the task as saved and the log position when anything
+    was recorded (else None), and why each refused report was refused."""
+
+    task: Task | None
+    position: int | None
+    refused: list[str]
+
+
+def _pending(task: Task, log: TaskLog | None) -> int:
+    return len(task.pending_events) + (len(log.pending_events) if log is not None else 0)
 
 
 class TaskCommands(ProjectCommands, EnvironmentCommands, CommandsBase):
@@ -139,6 +164,65 @@ class TaskCommands(ProjectCommands, EnvironmentCommands, CommandsBase):
         nothing; returns (position or None, why each refused report was refused)."""
         task = self.get_task(task_id)
         log = self._find(TaskLog, log_id(task_id))
+        log, refused = self._take_reports(task, log, worker_id, reports, actor)
+        parts = [a for a in (log, task) if a is not None and a.pending_events]
+        return (self._save(*parts) if parts else None), refused
+
+    def apply_report_batch(self, groups: Sequence[ReportGroup]) -> list[ReportOutcome]:
+        """Record several workers' reports about several tasks (a fetched batch) with one
+        save for all of them. Should that save conflict (a task changed meanwhile), each
+        group is applied and saved on its own instead, exactly as apply_reports does.
+        One outcome per group, in order; a group of a task that does not exist has its
+        reports refused."""
+        try:
+            return self._apply_together(groups)
+        except RecordConflictError:
+            self.forget_cached()
+        return [self._apply_alone(group) for group in groups]
+
+    def _apply_together(self, groups: Sequence[ReportGroup]) -> list[ReportOutcome]:
+        tasks: dict[UUID, Task | None] = {}
+        logs: dict[UUID, TaskLog | None] = {}
+        results: list[tuple[UUID, bool, list[str]]] = []
+        for group in groups:
+            if group.task_id not in tasks:
+                tasks[group.task_id] = self._find(Task, group.task_id)
+                logs[group.task_id] = self._find(TaskLog, log_id(group.task_id))
+            task = tasks[group.task_id]
+            if task is None:
+                results.append((group.task_id, False, [f"task {group.task_id} does not exist"]))
+                continue
+            before = _pending(task, logs[group.task_id])
+            logs[group.task_id], refused = self._take_reports(
+                task, logs[group.task_id], group.worker_id, group.reports, group.actor
+            )
+            changed = _pending(task, logs[group.task_id]) > before
+            results.append((group.task_id, changed, refused))
+        parts = [a for key in tasks for a in (logs[key], tasks[key])
+                 if a is not None and a.pending_events]
+        position = self._save(*parts) if parts else None
+        return [
+            ReportOutcome(tasks[task_id] if changed else None, position if changed else None,
+                          refused)
+            for task_id, changed, refused in results
+        ]
+
+    def _apply_alone(self, group: ReportGroup) -> ReportOutcome:
+        try:
+            position, refused = self.apply_reports(
+                group.task_id, group.worker_id, group.reports, actor=group.actor
+            )
+        except NotFound:
+            return ReportOutcome(None, None, [f"task {group.task_id} does not exist"])
+        task = self.get_task(group.task_id) if position is not None else None
+        return ReportOutcome(task, position, refused)
+
+    def _take_reports(
+        self, task: Task, log: TaskLog | None, worker_id: UUID, reports: Sequence[StepReport],
+        actor: Actor,
+    ) -> tuple[TaskLog | None, list[str]]:
+        """Apply one worker's reports to the task (and its log, made when first needed);
+        the log and why each refused report was refused."""
         refused: list[str] = []
         for report in reports:
             why = refusal(task.runs.get(report.step), worker_id, report.assignment)
@@ -153,7 +237,7 @@ class TaskCommands(ProjectCommands, EnvironmentCommands, CommandsBase):
                 task.mark_started(report.step, report.pid, actor)
             if report.kind == "log" and report.lines:
                 if log is None:
-                    log = TaskLog(task_id=task_id, actor=actor)
+                    log = TaskLog(task_id=task.id, actor=actor)
                 log.append(report.step, list(report.lines), actor)
             elif report.kind == "artifact":
                 try:
@@ -164,8 +248,7 @@ class TaskCommands(ProjectCommands, EnvironmentCommands, CommandsBase):
                 outcome = StepState(report.outcome or "failed")
                 task.finish_step(report.step, outcome, report.exit_code, report.reason, actor)
                 task.finish_if_done(actor)
-        parts = [a for a in (log, task) if a is not None and a.pending_events]
-        return (self._save(*parts) if parts else None), refused
+        return log, refused
 
     @command
     def store_certificate(

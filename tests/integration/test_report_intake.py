@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -28,7 +29,7 @@ def test_reports_are_recorded_and_forgeries_refused(
 ) -> None:
     task_id, worker_id, token = assigned_script_task(app)
     intruder = str(UUID(int=7))
-    changed: list[UUID] = []
+    changed: list[tuple[UUID, Any]] = []
 
     def report(kind: str, seq: int, **more: object) -> Report:
         return Report(str(worker_id), str(task_id), STEP, token, kind, seq, **more)  # type: ignore[arg-type]
@@ -36,7 +37,7 @@ def test_reports_are_recorded_and_forgeries_refused(
     async def body() -> None:
         async with embedded(tmp_path) as nats, bus_on(nats.url, "server") as bus:
             await bus.ensure_streams()
-            intake = ReportIntake(app, bus, changed.append)
+            intake = ReportIntake(app, bus, lambda task_id, task: changed.append((task_id, task)))
             await intake.start()
             try:
                 out = subjects.reports(str(worker_id))
@@ -65,7 +66,9 @@ def test_reports_are_recorded_and_forgeries_refused(
     task = app.get_task(task_id)
     run = task.run_of(STEP)
     assert (run.state, run.exit_code, task.state) == (StepState.FAILED, 3, TaskState.FAILED)
-    assert changed and set(changed) == {task_id}
+    assert changed and {t for t, _ in changed} == {task_id}
+    # Each change comes with the task as saved, so a run need not read it back.
+    assert changed[-1][1].version == app.get_task(task_id).version
     log: object = app.repository.get(log_id(task_id))
     assert isinstance(log, TaskLog) and log.line_count == 1
     refused = [r.__dict__.get("reason", "") for r in caplog.records if r.getMessage() == "report refused"]

@@ -5,9 +5,11 @@ from __future__ import annotations
 from uuid import UUID, uuid4
 
 import pytest
+from eventsourcing.persistence import RecordConflictError
 
 from domain.actors import Actor, ActorKind
 from domain.app import Shoal
+from domain.app.tasks import ReportGroup
 from domain.plan import StepState, TaskState
 from domain.reports import StepReport, refusal
 from domain.tasklog import TaskLog, log_id
@@ -108,3 +110,68 @@ def test_requeue_needs_an_assigned_step(app: Shoal) -> None:
 
     with pytest.raises(Exception, match="not assigned"):
         app.update_task(task_id, lambda t: t.requeue(STEP, "x", ALICE))
+
+
+def _finished(worker_id: UUID, token: int) -> ReportGroup:
+    return ReportGroup(UUID(int=0), worker_id, [
+        StepReport(STEP, token, "started", pid=7),
+        StepReport(STEP, token, "log", lines=(["2026-11-22T00:00:00.000+00:00", "stdout", "x"],)),
+        StepReport(STEP, token, "finished", outcome="success", exit_code=0),
+    ], agent(worker_id))
+
+
+def _for(task_id: UUID, group: ReportGroup) -> ReportGroup:
+    return ReportGroup(task_id, group.worker_id, group.reports, group.actor)
+
+
+def test_a_batch_of_several_tasks_reports_is_one_save(app: Shoal) -> None:
+    (a, wa, ta), (b, wb, tb) = assigned_script_task(app), assigned_script_task(app)
+    before = head(app)
+
+    outcomes = app.apply_report_batch([_for(a, _finished(wa, ta)), _for(b, _finished(wb, tb))])
+
+    assert [o.refused for o in outcomes] == [[], []]
+    assert [o.task.state for o in outcomes if o.task] == [TaskState.SUCCESS, TaskState.SUCCESS]
+    assert outcomes[0].position == outcomes[1].position == head(app)
+    events = events_after(app, before)
+    # started, finished and the task's end for each, plus each log's batch (and creation)
+    assert len(events) == 2 * 5
+    assert app.get_task(a).state is app.get_task(b).state is TaskState.SUCCESS
+
+
+def test_a_batch_refuses_what_the_fencing_rule_refuses_and_records_the_rest(app: Shoal) -> None:
+    (a, _, ta), (b, wb, tb) = assigned_script_task(app), assigned_script_task(app)
+    intruder = uuid4()
+
+    outcomes = app.apply_report_batch([
+        _for(a, _finished(intruder, ta)), _for(b, _finished(wb, tb)), _for(uuid4(), _finished(wb, tb)),
+    ])
+
+    assert outcomes[0].task is None and outcomes[0].position is None
+    assert len(outcomes[0].refused) == 3
+    assert outcomes[1].refused == [] and outcomes[1].task is not None
+    assert outcomes[2].task is None and "does not exist" in outcomes[2].refused[0]
+    assert app.get_task(a).run_of(STEP).state is StepState.ASSIGNED
+    assert app.get_task(b).state is TaskState.SUCCESS
+
+
+def test_a_batch_that_conflicts_is_applied_group_by_group(
+    app: Shoal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (a, wa, ta), (b, wb, tb) = assigned_script_task(app), assigned_script_task(app)
+    real_save = app.save
+    calls: list[int] = []
+
+    def conflicting(*aggregates: object, **kwargs: object) -> object:
+        calls.append(len(aggregates))
+        if len(calls) == 1:
+            raise RecordConflictError("someone else wrote task a")
+        return real_save(*aggregates, **kwargs)
+
+    monkeypatch.setattr(app, "save", conflicting)
+    outcomes = app.apply_report_batch([_for(a, _finished(wa, ta)), _for(b, _finished(wb, tb))])
+
+    assert calls == [4, 2, 2]  # both tasks and logs, then each task with its log
+    assert [o.refused for o in outcomes] == [[], []]
+    assert outcomes[0].position is not None and outcomes[0].position < (outcomes[1].position or 0)
+    assert app.get_task(a).state is app.get_task(b).state is TaskState.SUCCESS
