@@ -163,8 +163,7 @@ class TaskCommands(ProjectCommands, EnvironmentCommands, CommandsBase):
         save (the task and its log together). Reports the fencing rule refuses change
         nothing; returns (position or None, why each refused report was refused)."""
         task = self.get_task(task_id)
-        log = self._find(TaskLog, log_id(task_id))
-        log, refused = self._take_reports(task, log, worker_id, reports, actor)
+        log, refused = self._take_reports(task, None, worker_id, reports, actor)
         parts = [a for a in (log, task) if a is not None and a.pending_events]
         return (self._save(*parts) if parts else None), refused
 
@@ -187,7 +186,7 @@ class TaskCommands(ProjectCommands, EnvironmentCommands, CommandsBase):
         for group in groups:
             if group.task_id not in tasks:
                 tasks[group.task_id] = self._find(Task, group.task_id)
-                logs[group.task_id] = self._find(TaskLog, log_id(group.task_id))
+                logs[group.task_id] = None  # read only when a log report needs it
             task = tasks[group.task_id]
             if task is None:
                 results.append((group.task_id, False, [f"task {group.task_id} does not exist"]))
@@ -221,8 +220,9 @@ class TaskCommands(ProjectCommands, EnvironmentCommands, CommandsBase):
         self, task: Task, log: TaskLog | None, worker_id: UUID, reports: Sequence[StepReport],
         actor: Actor,
     ) -> tuple[TaskLog | None, list[str]]:
-        """Apply one worker's reports to the task (and its log, made when first needed);
-        the log and why each refused report was refused."""
+        """Apply one worker's reports to the task, and to its log (``log``, or read or
+        made when a report first needs it: most steps' reports carry no lines); the log
+        and why each refused report was refused."""
         refused: list[str] = []
         for report in reports:
             why = refusal(task.runs.get(report.step), worker_id, report.assignment)
@@ -237,7 +237,7 @@ class TaskCommands(ProjectCommands, EnvironmentCommands, CommandsBase):
                 task.mark_started(report.step, report.pid, actor)
             if report.kind == "log" and report.lines:
                 if log is None:
-                    log = TaskLog(task_id=task.id, actor=actor)
+                    log = self._find(TaskLog, log_id(task.id)) or TaskLog(task_id=task.id, actor=actor)
                 log.append(report.step, list(report.lines), actor)
             elif report.kind == "artifact":
                 try:
