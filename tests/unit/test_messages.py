@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import orjson
 import pytest
 
 from domain.messages import (
     CancelStep,
+    ExecAnswer,
     ExecStep,
+    HealthAnswer,
     HealthCheck,
     Heartbeat,
+    PackageRef,
     ProtocolError,
     Report,
     decode_heartbeat,
@@ -38,6 +43,19 @@ EXEC = ExecStep(
 ])
 def test_instructions_round_trip(message: object) -> None:
     assert decode_instruction(encode(message)) == message
+
+
+@pytest.mark.parametrize("message", [
+    ExecStep(worker_id="w1", task_id="t1", step="Deploy", assignment=7, syntax="bash",
+             script="echo hi", env={"A": "1", "B": "2"}, timeout_s=None, max_log_bytes=1000,
+             expires_at=1e10, packages=(PackageRef("web", "1.0", "ab" * 32, "web.tgz"),)),
+    CancelStep("w1", "t1", "Deploy", 7), HealthCheck("w1", "df -h", 10.0, issued_at=5.0),
+    ExecAnswer(accepted=False, reason="busy"), HealthAnswer("healthy", "ok"),
+    Report("w1", "t1", "Deploy", 7, "log", 3, lines=(("t", "stdout", "hi"),)),
+    Heartbeat("w1", running=2, at=5.0),
+])
+def test_messages_encode_as_their_fields_in_order(message: object) -> None:
+    assert encode(message) == orjson.dumps(asdict(message))  # type: ignore[call-overload]
 
 
 def test_reports_and_heartbeats_round_trip() -> None:
