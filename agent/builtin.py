@@ -143,18 +143,18 @@ class BuiltInWorker:
             log.warning("refused a frame from the server", extra={"reason": str(exc)})
 
     async def close(self) -> None:
-        """The server is gone: abort every step (processes killed, folders removed) and
-        wait until they are."""
+        """Abort every step (processes killed, folders removed) and wait until they are;
+        the server, if it still listens, hears of each as ``aborted``."""
+        tasks = [task for task, _ in self._runs.values()]
+        for task in tasks:
+            task.cancel("the built-in worker is stopping")
+        if tasks:
+            log.info("aborting the steps still running", extra={"count": len(tasks)})
+            await asyncio.wait(tasks)
         self._open = False
         for waiter in self._asks.values():
             if not waiter.done():
                 waiter.set_exception(ServerGone("the server is gone"))
-        tasks = [task for task, _ in self._runs.values()]
-        for task in tasks:
-            task.cancel("the server is gone")
-        if tasks:
-            log.info("aborting steps: the server is gone", extra={"count": len(tasks)})
-            await asyncio.wait(tasks)
 
     @property
     def running(self) -> int:
@@ -296,8 +296,12 @@ async def serve(options: argparse.Namespace, frames_fd: int) -> int:
     out, _ = await loop.connect_write_pipe(
         lambda: _Outbound(ended), os.fdopen(frames_fd, "wb", buffering=0)
     )
+    def send(data: bytes) -> None:
+        if not out.is_closing():  # the server is gone: nobody reads
+            out.write(data)
+
     worker = BuiltInWorker(
-        out.write, packages_root=options.packages, inbox=options.inbox,
+        send, packages_root=options.packages, inbox=options.inbox,
         kill_grace=options.kill_grace, flush_interval=options.flush_interval,
         flush_lines=options.flush_lines,
     )
