@@ -88,6 +88,7 @@ class BuiltInWorker:
         self._asks: dict[int, asyncio.Future[Frame]] = {}
         self._ask_ids = count(1)
         self._open = True
+        self._closing = False  # close() began: no new step starts
 
     # -- the pipe --------------------------------------------------------------------------
 
@@ -145,6 +146,7 @@ class BuiltInWorker:
     async def close(self) -> None:
         """Abort every step (processes killed, folders removed) and wait until they are;
         the server, if it still listens, hears of each as ``aborted``."""
+        self._closing = True
         tasks = [task for task, _ in self._runs.values()]
         for task in tasks:
             task.cancel("the built-in worker is stopping")
@@ -169,6 +171,11 @@ class BuiltInWorker:
             # Ids only grow: an old one is a repeated frame, never a step to run again.
             raise MalformedFrame(f"run: id {run_id} was used before")
         self._last_run = run_id
+        if self._closing:
+            # Asked while stopping (after a SIGTERM, the server may not know yet): the
+            # step never starts, and the server hears it was stopped.
+            self.send({"op": "aborted", "id": run_id})
+            return
         try:
             request = request_from_wire(frame.get("request"))
         except MalformedFrame as exc:

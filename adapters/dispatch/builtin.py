@@ -187,8 +187,14 @@ class BuiltInWorkerProcess:
             )
         except OSError as exc:
             raise BuiltInWorkerError(f"the built-in worker process could not start: {exc}") from None
-        done, _ = await asyncio.wait({child.ready, child.gone}, timeout=self.config.ready_timeout,
-                                    return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({child.ready, child.gone}, timeout=self.config.ready_timeout,
+                                        return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            # Cancelled while it boots (the server is stopping): nobody would ever end it.
+            child.kill()
+            child.close()
+            raise
         if child.ready not in done or child.ready.exception() is not None:
             why = (str(child.ready.exception()) if child.ready.done()
                    else f"not ready within {self.config.ready_timeout:g}s")
@@ -232,6 +238,7 @@ class BuiltInWorkerProcess:
             groups = [(run.pid, run.task_id) for run in runs if run.pid is not None]
             await asyncio.to_thread(_clean_up, groups, self.config.work_root)
         child.cancel_fetches()
+        child.gone_reason = reason
         for run in runs:
             run.put({"op": GONE, "reason": reason})
             run.end()

@@ -86,6 +86,7 @@ class Child(asyncio.SubprocessProtocol):
         self.pid = 0
         self.closing = False  # the server is ending it: its exit is expected
         self.buried = False  # what its steps left has been cleaned up
+        self.gone_reason = ""  # once buried: why its steps ended
         self._transport: asyncio.SubprocessTransport | None = None
         self._stdin: asyncio.WriteTransport | None = None
         self._reader = FrameReader()
@@ -186,6 +187,9 @@ class Child(asyncio.SubprocessProtocol):
                        "artifacts": artifacts})
         run = Run(run_id, request.task_id, self._loop)
         self.runs[run_id] = run
+        if self.buried:  # too late to run anything (the caller checked just before)
+            run.put({"op": GONE, "reason": self.gone_reason})
+            run.end()
         self._write(data)
         return run
 

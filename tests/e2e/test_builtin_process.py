@@ -88,6 +88,9 @@ def test_a_killed_server_takes_its_worker_process_and_steps_with_it(
         wait_until(lambda: not worker_pids(data), 10, what="the worker process to exit")
         assert not Path(folder).exists()
         assert worker not in [int(p.split()[0]) for p in pgrep("agent.builtin")]
+        # Started again (which also ends the nats-server the crash left), with a new worker.
+        srv.start()
+        assert len(worker_pids(data)) == 1
     finally:
         kill_matching(marker)
         srv.stop()
