@@ -196,13 +196,15 @@ class BuiltInWorkerProcess:
             child.close()
             raise
         if child.ready not in done or child.ready.exception() is not None:
-            why = (str(child.ready.exception()) if child.ready.done()
-                   else f"not ready within {self.config.ready_timeout:g}s")
+            if child.ready.done():
+                why = str(child.ready.exception())
+            elif child.gone.done():
+                why = f"it ended before it was ready ({child.status()})"
+            else:
+                why = f"it was not ready within {self.config.ready_timeout:g}s"
             child.kill()
             await asyncio.wait({child.gone}, timeout=5.0)
             child.close()
-            if child.gone.done():
-                why = f"{why} ({child.status()})" if child.ready.done() else child.status()
             raise BuiltInWorkerError(f"the built-in worker process could not start: {why}")
         child.gone.add_done_callback(lambda _: self._spawn_task(self._after_death(child)))
         log.info("built-in worker process started", extra={"pid": child.pid})
