@@ -158,11 +158,6 @@ class BuiltInWorker:
             if not waiter.done():
                 waiter.set_exception(ServerGone("the server is gone"))
 
-    @property
-    def running(self) -> int:
-        """How many steps run now."""
-        return len(self._runs)
-
     # -- steps -----------------------------------------------------------------------------
 
     def _on_run(self, frame: Frame) -> None:

@@ -23,6 +23,7 @@ import logging
 import shutil
 import subprocess
 import sys
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,8 @@ class BuiltInWorkerConfig:
             "--packages", str(self.packages_root.absolute()), "--inbox", str(self.inbox.absolute()),
             "--kill-grace", repr(self.kill_grace), "--flush-interval", repr(self.flush_interval),
             "--flush-lines", str(self.flush_lines),
+            # It logs as much as the server does (its lines go to the server's stderr).
+            "--log-level", logging.getLevelName(logging.getLogger().getEffectiveLevel()),
         ]
 
 
@@ -246,7 +249,7 @@ class BuiltInWorkerProcess:
             run.end()
         child.close()
 
-    def _spawn_task(self, coro: Any) -> None:
+    def _spawn_task(self, coro: Coroutine[Any, Any, None]) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
