@@ -10,6 +10,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from adapters.dispatch.builtin import BuiltInWorkerConfig, BuiltInWorkerProcess
 from adapters.dispatch.dispatcher import Dispatcher
 from adapters.dispatch.taskrun import RunContext
 from adapters.nats import subjects as nats_subjects
@@ -31,6 +32,7 @@ from adapters.workers.ssh import SshWorkers
 from agent.executor import StepExecutor
 from agent.home import Registration, load_registration
 from agent.packages import PackageCache
+from agent.ports import StepRunner
 from agent.service import AgentConfig, AgentService, AgentSubjects
 from domain.actors import Actor, ActorKind
 from domain.app import Shoal
@@ -51,7 +53,8 @@ class ServerContainer:
     views: Database
     runner: ProjectionRunner
     listener: PostgresLogListener | None
-    executor: StepExecutor
+    executor: StepRunner  # runs the built-in worker's steps
+    builtin: BuiltInWorkerProcess | None  # the process behind ``executor``, unless overridden
     bus: NatsBus
     nats: EmbeddedNats | None
     access: AgentAccess | None
@@ -160,11 +163,18 @@ def build_server(settings: Settings, **overrides: Any) -> ServerContainer:
         if channel:
             listener = PostgresLogListener(settings.database_url, channel, runner.wake)
     bus = overrides.get("bus") or NatsBus()
-    # The built-in worker caches packages in the data folder, reading the object store.
-    packages = PackageCache(
-        settings.data_dir / "packages", ObjectFiles(bus, nats_subjects.PACKAGES_BUCKET)
-    )
-    executor = overrides.get("executor") or StepExecutor(packages=packages)
+    # Packages are cached in the data folder, read from the object store: by the server
+    # for SSH workers, by the built-in worker process (which asks the server to fetch).
+    package_store = ObjectFiles(bus, nats_subjects.PACKAGES_BUCKET)
+    packages = PackageCache(settings.data_dir / "packages", package_store)
+    executor: StepRunner | None = overrides.get("executor")
+    builtin = None
+    if executor is None:
+        builtin = BuiltInWorkerProcess(BuiltInWorkerConfig(
+            work_root=settings.work_root, packages_root=packages.root,
+            inbox=settings.data_dir / "artifacts-inbox",
+        ), package_store)
+        executor = builtin
     nats = access = None
     if settings.nats_url is None:
         host, port = "127.0.0.1", 0
@@ -182,7 +192,7 @@ def build_server(settings: Settings, **overrides: Any) -> ServerContainer:
         ssh=SshWorkers(app, secrets, packages),
     )
     return ServerContainer(
-        settings, app, views, runner, listener, executor, bus, nats, access, hub, secrets
+        settings, app, views, runner, listener, executor, builtin, bus, nats, access, hub, secrets
     )
 
 

@@ -45,11 +45,12 @@ def kill_leftover_steps(work_root: Path) -> int:
 
 def remove_leftover_folders(work_root: Path) -> int:
     """Remove step folders a crash left under ``work_root`` (the executor makes them as
-    ``step-*``); call only when no step runs. Returns how many were removed."""
+    ``step-*``), and artifact staging folders (``artifacts-*``, agent/artifacts.py); call
+    only when no step runs. Returns how many were removed."""
     if not work_root.is_dir():
         return 0
     removed = 0
-    for folder in work_root.glob("step-*"):
+    for folder in [*work_root.glob("step-*"), *work_root.glob("artifacts-*")]:
         shutil.rmtree(folder, ignore_errors=True)
         removed += not folder.exists()
     if removed:

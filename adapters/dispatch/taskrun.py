@@ -24,7 +24,7 @@ from adapters.dispatch.routes import StepRouter
 from adapters.dispatch.sshstep import run_on_ssh
 from adapters.nats.objects import ObjectFiles
 from adapters.workers.hub import WorkerHub
-from agent.executor import LogLine, StepExecutor
+from agent.ports import LogLine, StepRunner
 from domain.actors import Actor
 from domain.app import Shoal
 from domain.errors import InvalidTransition, NotFound
@@ -55,7 +55,7 @@ class RunContext:
     app: Shoal
     views: Database
     watch: PositionWatch
-    executor: StepExecutor
+    executor: StepRunner  # the built-in worker
     actor: Actor
     work_root: Path
     wait_limit_s: float

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from adapters.bootstrap import ServerContainer
+from adapters.dispatch.builtin import BuiltInWorkerError
 from adapters.http.errors import install_error_handlers
 from adapters.http.keyring import KeyRing
 from adapters.http.limits import BodyLimit
@@ -47,6 +48,17 @@ def announce_admin_key(key: str, path: str) -> None:
     )
 
 
+async def start_built_in_worker(container: ServerContainer) -> None:
+    """Start the built-in worker process. A failure does not stop the server (it may
+    have external workers only): it is logged, and each built-in step tries again."""
+    if container.builtin is None:
+        return
+    try:
+        await container.builtin.start()
+    except BuiltInWorkerError as exc:
+        log.error("the built-in worker process did not start", extra={"error": str(exc)})
+
+
 def create_app(container: ServerContainer) -> FastAPI:
     """An app bound to ``container``; starting it (lifespan) starts the container."""
 
@@ -60,8 +72,13 @@ def create_app(container: ServerContainer) -> FastAPI:
         prefer_pidfd_child_watcher()
         key = container.start()
         try:
-            nats_url = await container.start_transport()
+            # The built-in worker process boots (imports, mostly) while NATS comes up.
+            nats_url, _ = await asyncio.gather(
+                container.start_transport(), start_built_in_worker(container)
+            )
         except Exception:
+            if container.builtin is not None:
+                await container.builtin.stop()
             container.stop()
             raise
         if key is not None:
@@ -82,6 +99,8 @@ def create_app(container: ServerContainer) -> FastAPI:
             yield
         finally:
             await dispatcher.stop()
+            if container.builtin is not None:
+                await container.builtin.stop()
             await container.stop_transport()
             container.stop()
 

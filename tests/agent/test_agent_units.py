@@ -1,4 +1,5 @@
-"""Pure parts of the agent: log chunking, the health verdict, revocation counting."""
+"""Pure parts of the agent: log chunking, the health verdict, revocation counting, the
+clean-up of what a crashed runner left in its work root."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from agent.execution import chunks
 from agent.health import DETAIL_LIMIT, clip, judge
 from agent.home import Registration
+from agent.leftovers import remove_leftover_folders
 from agent.ports import LogLine
 from agent.service import AgentConfig, AgentService, AgentSubjects
 from domain.signing import public_key_text
@@ -72,3 +74,11 @@ def test_only_repeated_authorization_violations_mean_revocation() -> None:
     assert not service._revoked.is_set()
     service._on_bus_error(Exception("nats: 'Authorization Violation'"))
     assert service._revoked.is_set()
+
+
+def test_leftover_step_and_artifact_staging_folders_are_removed(tmp_path: Path) -> None:
+    for name in ("step-abc", "artifacts-def", "artifacts-inbox-like", "keep", "stepping"):
+        (tmp_path / name / "inner").mkdir(parents=True)
+    assert remove_leftover_folders(tmp_path) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep", "stepping"]
+    assert remove_leftover_folders(tmp_path / "missing") == 0
