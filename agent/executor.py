@@ -386,10 +386,13 @@ def _seconds(value: float | None) -> str:
 def prefer_pidfd_child_watcher() -> bool:
     """On Python 3.11, let asyncio learn of step exits through a pidfd instead of a
     thread per child (that thread costs ~10% of a trivial step). Later Pythons already
-    do this and deprecate child watchers, so this does nothing there. Call it once, from
-    inside the running loop of the process that runs steps. True when installed."""
+    do this and deprecate child watchers, so this does nothing there, nor on a loop that
+    is not asyncio's own. Call it once, from inside the running loop of the process that
+    runs steps. True when installed."""
     if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
         return False
+    if not isinstance(asyncio.get_running_loop(), asyncio.BaseEventLoop):
+        return False  # another loop (uvloop) watches its children itself
     try:
         os.close(os.pidfd_open(os.getpid()))
     except OSError:

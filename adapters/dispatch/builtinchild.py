@@ -13,7 +13,7 @@ import contextlib
 import logging
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from agent.artifacts import ArtifactNotReturned
 from agent.pipe import (
@@ -100,12 +100,12 @@ class Child(asyncio.SubprocessProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """The process runs; its pipes are connected."""
-        assert isinstance(transport, asyncio.SubprocessTransport)
-        self._transport = transport
-        self.pid = transport.get_pid()
-        stdin = transport.get_pipe_transport(0)
-        assert isinstance(stdin, asyncio.WriteTransport)
-        self._stdin = stdin
+        # Casts, not isinstance checks: uvloop's transports implement these interfaces
+        # without subclassing asyncio's classes.
+        process = cast("asyncio.SubprocessTransport", transport)
+        self._transport = process
+        self.pid = process.get_pid()
+        self._stdin = cast("asyncio.WriteTransport", process.get_pipe_transport(0))
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
         """Frames from the process (its stdout)."""
