@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -71,16 +72,21 @@ def create_app(container: ServerContainer) -> FastAPI:
         )
         prefer_pidfd_child_watcher()
         key = container.start()
-        try:
-            # The built-in worker process boots (imports, mostly) while NATS comes up.
-            nats_url, _ = await asyncio.gather(
-                container.start_transport(), start_built_in_worker(container)
-            )
-        except Exception:
+        # The built-in worker process boots (imports, mostly) while NATS comes up. Both
+        # are awaited to the end, so that a failure of either undoes all that started
+        # (an embedded nats-server left behind would outlive the server).
+        started = await asyncio.gather(
+            container.start_transport(), start_built_in_worker(container), return_exceptions=True
+        )
+        failure = next((r for r in started if isinstance(r, BaseException)), None)
+        if failure is not None:
             if container.builtin is not None:
                 await container.builtin.stop()
+            with contextlib.suppress(Exception):
+                await container.stop_transport()
             container.stop()
-            raise
+            raise failure
+        nats_url = started[0]
         if key is not None:
             announce_admin_key(key, str(container.settings.admin_key_file))
         dispatcher = container.dispatcher()

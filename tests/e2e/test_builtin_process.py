@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.server import SHOAL
 from tests.e2e.tasks_support import (
     OptionServer,
     kill_matching,
@@ -103,3 +105,20 @@ def test_a_clean_stop_ends_the_worker_process(tmp_path: Path, request: pytest.Fi
         assert srv.stop() == 0
     assert not worker_pids(data)
     assert '"msg":"built-in worker stopped"' in "".join(srv.lines)
+
+
+def test_a_server_that_cannot_start_its_nats_leaves_nothing_running(tmp_path: Path) -> None:
+    """Startup fails half-way (the embedded nats-server cannot have its folder) while the
+    built-in worker process is starting beside it: the server exits with an error, and
+    neither that process nor anything else it started outlives it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "nats").write_text("not a folder")
+    proc = subprocess.run(
+        [SHOAL, "server", "--data-dir", str(data), "--port", "0"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr.split("Application startup failed")[-1]
+    assert not worker_pids(data)
+    assert not pgrep(f"nats-server -c {data}")
