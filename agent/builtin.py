@@ -188,10 +188,12 @@ class BuiltInWorker:
             for chunk in log_chunks(lines):
                 await self.ask({"op": "log", "id": run_id, "lines": lines_to_wire(chunk)})
 
-        async def started(pid: int) -> None:
+        async def started(pid: int, at: datetime | None = None) -> None:
             # Not awaited by the server: it handles the frames of a run in order, so this
             # one is recorded before any log batch, and the step need not wait for it.
-            self.send({"op": "started", "id": run_id, "pid": pid})
+            # The moment goes with it (the server's clock is this one), so the step's start
+            # is when its process began, not when a busy server got round to recording it.
+            self.send({"op": "started", "id": run_id, "pid": pid, "at": at or datetime.now(UTC)})
 
         async def returned(artifact: Artifact) -> None:
             # The staged copy is removed when this returns; the one in the inbox is the

@@ -97,7 +97,8 @@ class Execution:
             await self.report("finished", outcome="failed", reason=str(exc))
             return None
 
-        async def started(pid: int) -> None:
+        async def started(pid: int, at: datetime | None = None) -> None:
+            # The server records the start by its own clock: an agent's may differ.
             await self.report("started", pid=pid)
 
         async def sink(lines: Sequence[LogLine]) -> None:

@@ -12,7 +12,7 @@ server -> worker
     result (as when an in-process run is cancelled); ``answer {q, ok, error?}``: the
     answer to the worker's ask ``q``.
 worker -> server
-    ``ready {pid, protocol}``; ``started {id, pid}``; ``finished {id, outcome, exit_code,
+    ``ready {pid, protocol}``; ``started {id, pid, at}``; ``finished {id, outcome, exit_code,
     reason}``, ``aborted {id}`` or ``error {id, error}``: exactly one of these ends a run;
     asks, each awaiting its ``answer``: ``log {q, id, lines}``, ``artifact {q, id, name,
     size, sha256, path}``, ``fetch {q, sha256, path}``; ``drop {q}``: the worker no longer
@@ -184,6 +184,21 @@ def request_from_wire(data: object) -> StepRequest:
 
 
 # -- log lines, results ----------------------------------------------------------------------
+
+
+def moment(frame: Mapping[str, Any], key: str) -> datetime | None:
+    """A time field (RFC 3339, with its zone), or None when it is absent; MalformedFrame
+    when it is something else."""
+    value = frame.get(key)
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        at = None
+    if at is None or at.tzinfo is None:
+        raise MalformedFrame(f"{frame.get('op')}: {key} must be a time with its zone")
+    return at
 
 
 def lines_to_wire(lines: Sequence[LogLine]) -> list[list[Any]]:

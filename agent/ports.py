@@ -95,8 +95,13 @@ class StepResult:
 LogSink = Callable[[Sequence[LogLine]], Awaitable[None]]
 """Receives a step's log in batches, in order; awaited, one batch at a time."""
 
-StartedCallback = Callable[[int], Awaitable[None]]
-"""Awaited with the process id (which is also its process group id) once it runs."""
+class StartedCallback(Protocol):
+    """Awaited with the process id (which is also its process group id) once it runs,
+    and, from a runner on the same clock as the server, the moment it started."""
+
+    def __call__(self, pid: int, at: datetime | None = None, /) -> Awaitable[None]:
+        """The step's process runs."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ of what happened."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 from enum import Enum
 from uuid import UUID
 
@@ -267,14 +268,22 @@ class Task(ShoalAggregate):
             reason=reason, assignment=None,
         )
 
-    def mark_started(self, step: str, pid: int | None, actor: Actor) -> None:
-        """The step's process is running."""
+    def mark_started(
+        self, step: str, pid: int | None, actor: Actor, at: datetime | None = None
+    ) -> None:
+        """The step's process is running; since ``at`` when the runner says when it began
+        (kept within the task's last event and now, so the task's times never run
+        backwards or ahead)."""
         if self._require_executing(step).state is not StepState.ASSIGNED:
             raise InvalidTransition(f"step {step!r} is {self.runs[step].state.value}, not assigned")
-        self._mark_started(step=step, pid=pid, actor=actor)
+        if at is not None:
+            at = max(min(at, self.StepStarted.create_timestamp()), self.modified_on)
+        self._mark_started(step=step, pid=pid, actor=actor, timestamp=at)
 
     @event(StepStarted)
-    def _mark_started(self, step: str, pid: int | None, actor: Actor) -> None:
+    def _mark_started(
+        self, step: str, pid: int | None, actor: Actor, timestamp: datetime | None = None
+    ) -> None:
         self.runs[step] = replace(self.runs[step], state=StepState.RUNNING, pid=pid)
 
     def finish_step(

@@ -31,7 +31,7 @@ from typing import Any
 from adapters.dispatch.builtinchild import GONE, Child, Run
 from adapters.dispatch.orphans import kill_step_processes
 from agent.leftovers import clean_work_root
-from agent.pipe import MalformedFrame, lines_from_wire, number, result_from_wire
+from agent.pipe import MalformedFrame, lines_from_wire, moment, number, result_from_wire
 from agent.ports import (
     ArtifactSink,
     LogSink,
@@ -280,7 +280,7 @@ async def _follow(
                 child.answer(frame)
             elif op == "started":
                 if on_started is not None:
-                    await on_started(number(frame, "pid"))
+                    await on_started(number(frame, "pid"), moment(frame, "at"))
             elif op == "artifact":
                 await child.artifact(frame, on_artifact)
             elif op == "finished":

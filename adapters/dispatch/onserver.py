@@ -60,8 +60,8 @@ async def run_on_server(
         batch = [[_iso(line.at), line.stream, line.text] for line in lines]
         await asyncio.to_thread(run.append_log_sync, name, batch)
 
-    async def started(pid: int) -> None:
-        await run._update(lambda t: t.mark_started(name, pid, actor))
+    async def started(pid: int, at: datetime | None = None) -> None:
+        await run._update(lambda t: t.mark_started(name, pid, actor, at))
 
     try:
         result: StepResult = await runner.run(request, sink, run.cancel, started, *extra)

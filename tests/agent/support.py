@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,11 @@ class Recorder:
             for line in batch:
                 self.on_line(line)
 
-    async def started(self, pid: int) -> None:
+    async def started(self, pid: int, at: datetime | None = None) -> None:
         """An on_started callback."""
         self.events.append("started")
         self.pid = pid
+        self.started_at = at
 
     @property
     def lines(self) -> list[LogLine]:

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import os
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -35,9 +36,13 @@ def test_a_step_runs_in_the_worker_process_and_reports_in_order(tmp_path: Path) 
     async def body() -> None:
         async with started_worker(tmp_path) as worker:
             script = 'echo "parent=$PPID"; echo out; echo err >&2; exit 3'
+            asked = datetime.now(UTC)
             result, rec = await run(worker, step(tmp_path, script))
             assert (result.outcome, result.exit_code, result.reason) == ("failed", 3, "exit code 3")
             assert rec.events[0] == "started", "started comes before any log batch"
+            # When the process began, by the worker's clock (the server's own).
+            assert asked <= rec.started_at <= datetime.now(UTC)
+            assert rec.started_at <= rec.lines[0].at
             assert rec.texts() == [f"parent={worker.pid}", "out", "err"]
             assert [line.stream for line in rec.lines] == ["stdout", "stdout", "stderr"]
             assert worker.pid != os.getpid()
@@ -119,7 +124,7 @@ def test_a_sink_that_fails_aborts_the_step_and_raises(tmp_path: Path) -> None:
         async with started_worker(tmp_path) as worker:
             pids: list[int] = []
 
-            async def started(pid: int) -> None:
+            async def started(pid: int, at: object = None) -> None:
                 pids.append(pid)
 
             async def broken(batch: list[LogLine]) -> None:
