@@ -120,12 +120,13 @@ class CommandsBase(Application[UUID]):
         position = max(r.notification.id for r in recordings)
         with self._position_lock:
             self.last_position = max(self.last_position, position)
-        for listener in self._saved_listeners:
-            listener(position)
+        # The events first: a listener woken by the position may look for them at once.
         if self._recorded_listeners:
             events = [(r.notification.id, r.domain_event) for r in recordings]
             for recorded in self._recorded_listeners:
                 recorded(events)
+        for listener in self._saved_listeners:
+            listener(position)
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
         """Application.save, less its isinstance checks against the library's
