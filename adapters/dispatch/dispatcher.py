@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from uuid import UUID
 
@@ -18,6 +19,9 @@ from domain.workers import CommsStyle
 from projections.tasks import executing_task_ids, queued_task_ids
 
 log = logging.getLogger("shoal.dispatch")
+
+# How many queued tasks the dispatcher reads ahead from the queue's read model.
+PREFETCH = 64
 
 
 class Dispatcher:
@@ -34,6 +38,10 @@ class Dispatcher:
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The oldest queued tasks as the read model last showed them (see _refill), and
+        # the tasks this node claimed, by the log position of the claim.
+        self._queue: deque[UUID] = deque()
+        self._taken: dict[UUID, int] = {}
 
     # -- signals from the API ----------------------------------------------------------------
 
@@ -119,6 +127,8 @@ class Dispatcher:
                 task = await asyncio.to_thread(run.claim, self.node)
                 if task is None:
                     return
+                # The read model lists it as queued until it reaches the claim.
+                self._taken[run.task_id] = run.claimed_at
             state = await run.run(task)
             log.info("task finished", extra={"task_id": str(run.task_id), "state": state.value})
         except asyncio.CancelledError:
@@ -145,20 +155,33 @@ class Dispatcher:
         free = self.task_cap - len(self.runs)
         if free <= 0:
             return
-        # The queue is a read model. When it already holds enough, take those at once;
-        # otherwise let it catch up with what this node just queued, and look again.
-        ids = await self._queued(free + len(self.runs))
-        if len(ids) < free + len(self.runs):
-            await self.ctx.watch.wait_async(self.ctx.app.last_position, 1.0)
-            ids = await self._queued(free + len(self.runs))
-        for raw in ids:
-            task_id = UUID(raw)
-            if task_id in self.runs:
-                continue  # being claimed by this node; the read model has not seen it yet
-            self._spawn(task_id, claim=True)
-            free -= 1
-            if free == 0:
+        if len(self._queue) < free:
+            await self._refill(free)
+        while free > 0 and self._queue:
+            task_id = self._queue.popleft()
+            if task_id not in self.runs:
+                self._spawn(task_id, claim=True)
+                free -= 1
+
+    async def _refill(self, wanted: int) -> None:
+        """Read the oldest queued tasks (a read model) into ``_queue``, in queue order.
+
+        Up to PREFETCH of them: a busy node takes the next task from these as each slot
+        frees, rather than asking the read model once per task. They stay a prefix of the
+        true queue order: the read model applies the log in order, so a task it has not
+        shown yet was queued after every task it has. One that was cancelled or taken by
+        another node meanwhile is simply not claimed."""
+        watch = self.ctx.watch
+        for attempt in (1, 2):
+            # Claims the read model has reached no longer show as queued.
+            self._taken = {t: p for t, p in self._taken.items() if p > watch.position}
+            limit = max(PREFETCH, wanted) + len(self.runs) + len(self._taken)
+            ids = [UUID(raw) for raw in await self._queued(limit)]
+            self._queue = deque(t for t in ids if t not in self.runs and t not in self._taken)
+            if len(self._queue) >= wanted or attempt == 2:
                 return
+            # Too few: let the read model catch up with what this node just queued.
+            await watch.wait_async(self.ctx.app.last_position, 1.0)
 
     async def _queued(self, limit: int) -> list[str]:
         return await asyncio.to_thread(queued_task_ids, self.ctx.views, limit)

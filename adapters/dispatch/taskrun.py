@@ -88,6 +88,8 @@ class TaskRun:
         # Where the first step was sent when the task was claimed: (step, decision, pool
         # name, run-as user), used once by script().
         self._claimed_route: tuple[str, Route, str, str | None] | None = None
+        # The log position of this node's claim of the task (0 until it claims it).
+        self.claimed_at = 0
         self.router = StepRouter(ctx.app, ctx.views, ctx.hub, self.refused)
 
     # -- claiming ------------------------------------------------------------------------
@@ -117,6 +119,7 @@ class TaskRun:
         except (InvalidTransition, NotFound):
             return None
         self.keep(saved.aggregate)
+        self.claimed_at = saved.position
         if first is not None and route_ is not None:
             decision, pool_name, run_as_user = route_
             if isinstance(decision, RunOnBuiltIn | RunOnWorker):
