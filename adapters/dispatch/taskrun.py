@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -181,11 +182,16 @@ class TaskRun:
         return self.known
 
     async def _finish_step(
-        self, step: str, outcome: StepState, exit_code: int | None = None, reason: str = ""
+        self, step: str, outcome: StepState, exit_code: int | None = None, reason: str = "",
+        started: tuple[int, datetime] | None = None,
     ) -> StepState:
+        """Record how the step ended (and the task's end, if it was the last); with
+        ``started`` (pid, when), its start too, in the same save."""
         actor = self.ctx.actor
 
         def change(task: Task) -> None:
+            if started is not None and task.run_of(step).state is StepState.ASSIGNED:
+                task.mark_started(step, started[0], actor, started[1])
             if not task.run_of(step).state.is_final:
                 task.finish_step(step, outcome, exit_code, reason, actor)
             task.finish_if_done(actor)
