@@ -73,7 +73,9 @@ class PostgresTarget:
         )
 
 
-def app_env(data_dir: Path, database_url: str | None) -> dict[str, str]:
+def app_env(
+    data_dir: Path, database_url: str | None, *, pg_pool_size: int = 2, pg_max_overflow: int = 8
+) -> dict[str, str]:
     """The eventsourcing environment for the Application."""
     if database_url is None:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -96,8 +98,8 @@ def app_env(data_dir: Path, database_url: str | None) -> dict[str, str]:
         "POSTGRES_CONNECT_TIMEOUT": "5",
         # Two idle connections per node, more on demand: nine nodes must not exhaust a
         # default max_connections of 100.
-        "POSTGRES_POOL_SIZE": "2",
-        "POSTGRES_MAX_OVERFLOW": "8",
+        "POSTGRES_POOL_SIZE": str(pg_pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(pg_max_overflow),
     }
     if pg.schema:
         env["POSTGRES_SCHEMA"] = pg.schema
@@ -123,12 +125,12 @@ def check_postgres(database_url: str) -> None:
         raise StoreUnavailable(f"cannot reach PostgreSQL at {pg.where}: {reason}") from None
 
 
-def open_application(data_dir: Path, database_url: str | None) -> Shoal:
-    """The Application on the chosen store."""
+def open_application(data_dir: Path, database_url: str | None, **pool: int) -> Shoal:
+    """The Application on the chosen store; ``pool``: app_env's PostgreSQL pool sizes."""
     if database_url is not None:
         check_postgres(database_url)
     try:
-        return Shoal(env=app_env(data_dir, database_url))
+        return Shoal(env=app_env(data_dir, database_url, **pool))
     except Exception as exc:  # the library raises several kinds on a bad store
         raise StoreUnavailable(f"cannot open the event store: {type(exc).__name__}: {exc}") from None
 
@@ -341,12 +343,14 @@ class PostgresViews:
         self.pool.close()
 
 
-def open_views(data_dir: Path, database_url: str | None) -> SqliteViews | PostgresViews:
+def open_views(
+    data_dir: Path, database_url: str | None, *, pg_max_size: int = 10
+) -> SqliteViews | PostgresViews:
     """Where the read models of this store live."""
     if database_url is None:
         data_dir.mkdir(parents=True, exist_ok=True)
         return SqliteViews(data_dir / "views.db")
-    return PostgresViews(database_url)
+    return PostgresViews(database_url, max_size=pg_max_size)
 
 
 # -- live wake-ups across processes (PostgreSQL) ------------------------------------------
