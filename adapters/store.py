@@ -139,50 +139,13 @@ def open_application(data_dir: Path, database_url: str | None, **pool: int) -> S
 
 
 class ApplicationLog:
-    """The Application's notification log, decoded into domain events.
+    """The Application's notification log, decoded into domain events."""
 
-    With ``remember_saves``, the events this process saves are kept in memory until the
-    projections read them, so the live runner does not read back from the store, and
-    decode again, events it was just handed. Only an unbroken run from where a read
-    starts comes from memory; anything else (events saved by other nodes, a save whose
-    listener has not run yet, a rebuild) is read from the store as before.
-    """
-
-    MAX_REMEMBERED = 20_000
-
-    def __init__(self, app: Shoal, *, remember_saves: bool = False) -> None:
+    def __init__(self, app: Shoal) -> None:
         self.app = app
-        self._recent: dict[int, Any] = {}
-        self._lock = threading.Lock()
-        if remember_saves:
-            app.on_recorded(self._remember)
-
-    def _remember(self, recorded: list[tuple[int, Any]]) -> None:
-        with self._lock:
-            self._recent.update(recorded)
-            if len(self._recent) > self.MAX_REMEMBERED:
-                # Nobody is reading (no runner, or a stuck one): forget the oldest half.
-                for position in sorted(self._recent)[: len(self._recent) // 2]:
-                    del self._recent[position]
 
     def read(self, after: int, limit: int, upto: int | None = None) -> Sequence[tuple[int, Any]]:
         """Events after ``after``, at most ``limit``, not past ``upto``."""
-        remembered: list[tuple[int, Any]] = []
-        with self._lock:
-            if self._recent:
-                position = after + 1
-                while len(remembered) < limit and (upto is None or position <= upto):
-                    event = self._recent.pop(position, None)
-                    if event is None:
-                        break
-                    remembered.append((position, event))
-                    position += 1
-                if remembered:
-                    # What lies before is read; it will not be asked for again.
-                    for stale in [p for p in self._recent if p <= position - 1]:
-                        del self._recent[stale]
-        if remembered:
-            return remembered
         notifications = self.app.recorder.select_notifications(
             start=after, limit=limit, stop=upto, inclusive_of_start=False
         )
