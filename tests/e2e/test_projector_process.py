@@ -35,14 +35,17 @@ def new_pool(c: httpx.Client) -> str:
     return pool_id
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
 def test_killing_the_projector_starts_another_and_reads_recover(
-    tmp_path: Path, request: pytest.FixtureRequest, backend: str
+    tmp_path: Path, request: pytest.FixtureRequest, store: str
 ) -> None:
     data = tmp_path / "data"
-    with served(request, data, backend) as srv, srv.client() as c:
+    with served(request, data, store) as srv, srv.client() as c:
         (first,) = projector_pids(data)
         assert srv.proc is not None and parent_of(first) == srv.proc.pid
+        # The database URL (and its password) reach it in its environment, never in the
+        # command line every user of the machine can read.
+        assert "postgresql" not in Path(f"/proc/{first}/cmdline").read_text()
         new_pool(c)
         os.kill(first, signal.SIGKILL)
         # A write while it is down: read back once the next projector has caught up.
