@@ -19,14 +19,10 @@ from adapters.nats.bus import NatsBus
 from adapters.nats.embedded import EmbeddedNats, EmbeddedNatsConfig
 from adapters.nats.objects import ObjectFiles, ensure_buckets
 from adapters.nats.subjects import SERVER_USER
+from adapters.projector_process import ProjectorConfig, ProjectorProcess
 from adapters.secrets import SecretBox
 from adapters.settings import Settings
-from adapters.store import (
-    ApplicationLog,
-    PostgresLogListener,
-    open_application,
-    open_views,
-)
+from adapters.store import open_application, open_views
 from adapters.workers.hub import WorkerHub
 from adapters.workers.ssh import SshWorkers
 from agent.executor import StepExecutor
@@ -37,8 +33,6 @@ from agent.service import AgentConfig, AgentService, AgentSubjects
 from domain.actors import Actor, ActorKind
 from domain.app import Shoal
 from domain.signing import load_private_key, new_private_key_pem
-from projections.catalog import all_projections
-from projections.runner import ProjectionRunner
 from projections.sql import Database
 
 log = logging.getLogger("shoal.server")
@@ -51,8 +45,7 @@ class ServerContainer:
     settings: Settings
     app: Shoal
     views: Database
-    runner: ProjectionRunner
-    listener: PostgresLogListener | None
+    projector: ProjectorProcess  # keeps ``views`` up to date, in a process of its own
     executor: StepRunner  # runs the built-in worker's steps
     builtin: BuiltInWorkerProcess | None  # the process behind ``executor``, unless overridden
     bus: NatsBus
@@ -95,7 +88,7 @@ class ServerContainer:
             hub=self.hub,
             app=self.app,
             views=self.views,
-            watch=self.runner.watch,
+            watch=self.projector.watch,
             executor=self.executor,
             actor=self.actor,
             work_root=self.settings.work_root,
@@ -116,24 +109,25 @@ class ServerContainer:
         return Actor(ActorKind.SYSTEM, f"node:{node}", f"Shoal server ({node})")
 
     def start(self) -> str | None:
-        """Install on first start, bring the read models up to date, start following.
-        Returns the administrator key when this start created it."""
+        """Install on first start and have every save wake the projector. Returns the
+        administrator key when this start created it. Then call start_projections()."""
         admin_key = self.app.install()
         if admin_key is not None:
             write_admin_key(self.settings.admin_key_file, admin_key)
-        self.runner.setup()
-        self.runner.catch_up()
-        self.app.on_saved(self.runner.wake)
-        self.runner.start()
-        if self.listener is not None:
-            self.listener.start()
+        self.app.on_saved(self.projector.wake)
         return admin_key
 
+    async def start_projections(self) -> None:
+        """Start the projector process; returns once the read models have caught up with
+        the log (ProjectorError when it cannot start)."""
+        await self.projector.start()
+
+    async def stop_projections(self) -> None:
+        """End the projector process (after the last events this node saves)."""
+        await self.projector.stop()
+
     def stop(self) -> None:
-        """Stop following and close every connection."""
-        if self.listener is not None:
-            self.listener.stop()
-        self.runner.stop()
+        """Close every connection (after stop_projections)."""
         self.views.close()
         self.app.close()
 
@@ -148,20 +142,14 @@ def write_admin_key(path: Path, key: str) -> None:
 
 
 def build_server(settings: Settings, **overrides: Any) -> ServerContainer:
-    """Real parts by default; tests pass replacements by keyword."""
+    """Real parts by default; tests pass replacements by keyword (``app``, ``views``,
+    ``bus``, ``executor``, ``secrets``, ``projector_config``)."""
     app = overrides.get("app") or open_application(settings.data_dir, settings.database_url)
     views = overrides.get("views") or open_views(settings.data_dir, settings.database_url)
-    runner = ProjectionRunner(
-        ApplicationLog(app, remember_saves=True),
-        views,
-        all_projections(),
-        poll_interval=1.0,
-    )
-    listener = None
-    if settings.database_url is not None:
-        channel = getattr(app.recorder, "channel_name", None)
-        if channel:
-            listener = PostgresLogListener(settings.database_url, channel, runner.wake)
+    # Only the projector process writes the read models; this process reads them.
+    projector = ProjectorProcess(overrides.get("projector_config") or ProjectorConfig(
+        settings.data_dir, settings.database_url
+    ))
     bus = overrides.get("bus") or NatsBus()
     # Packages are cached in the data folder, read from the object store: by the server
     # for SSH workers, by the built-in worker process (which asks the server to fetch).
@@ -186,13 +174,13 @@ def build_server(settings: Settings, **overrides: Any) -> ServerContainer:
     node = settings.node_name
     secrets = overrides.get("secrets") or SecretBox.from_file(settings.secrets_key_file)
     hub = WorkerHub(
-        app, views, runner.watch, bus, access, load_signing_key(settings.signing_key_file),
+        app, views, projector.watch, bus, access, load_signing_key(settings.signing_key_file),
         Actor(ActorKind.SYSTEM, f"node:{node}", f"Shoal server ({node})"),
         agent_urls=lambda: agent_urls(settings, nats),
         ssh=SshWorkers(app, secrets, packages),
     )
     return ServerContainer(
-        settings, app, views, runner, listener, executor, builtin, bus, nats, access, hub, secrets
+        settings, app, views, projector, executor, builtin, bus, nats, access, hub, secrets
     )
 
 

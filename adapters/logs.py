@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -16,7 +16,12 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
 
 
 class JsonLines(logging.Formatter):
-    """ts, level, logger, msg, and any extra fields; exceptions as one string field."""
+    """ts, level, logger, msg, and any extra fields; exceptions as one string field.
+    ``process`` names a child process of the server, whose lines share its output."""
+
+    def __init__(self, process: str | None = None) -> None:
+        super().__init__()
+        self._process = process
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -25,6 +30,9 @@ class JsonLines(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        if self._process is not None:
+            line["process"] = self._process
+            line["pid"] = record.process
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 line[key] = value
@@ -33,10 +41,11 @@ class JsonLines(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
-def configure(level: str = "INFO") -> None:
-    """Send Shoal's and uvicorn's logs to stdout as JSON lines."""
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonLines())
+def configure(level: str = "INFO", *, stream: TextIO | None = None, process: str | None = None) -> None:
+    """Send Shoal's and uvicorn's logs to ``stream`` (stdout) as JSON lines; ``process``
+    marks each line as a child process's (see JsonLines)."""
+    handler = logging.StreamHandler(sys.stdout if stream is None else stream)
+    handler.setFormatter(JsonLines(process))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -73,7 +73,9 @@ class PostgresTarget:
         )
 
 
-def app_env(data_dir: Path, database_url: str | None) -> dict[str, str]:
+def app_env(
+    data_dir: Path, database_url: str | None, *, pg_pool_size: int = 2, pg_max_overflow: int = 8
+) -> dict[str, str]:
     """The eventsourcing environment for the Application."""
     if database_url is None:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -96,8 +98,8 @@ def app_env(data_dir: Path, database_url: str | None) -> dict[str, str]:
         "POSTGRES_CONNECT_TIMEOUT": "5",
         # Two idle connections per node, more on demand: nine nodes must not exhaust a
         # default max_connections of 100.
-        "POSTGRES_POOL_SIZE": "2",
-        "POSTGRES_MAX_OVERFLOW": "8",
+        "POSTGRES_POOL_SIZE": str(pg_pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(pg_max_overflow),
     }
     if pg.schema:
         env["POSTGRES_SCHEMA"] = pg.schema
@@ -123,12 +125,12 @@ def check_postgres(database_url: str) -> None:
         raise StoreUnavailable(f"cannot reach PostgreSQL at {pg.where}: {reason}") from None
 
 
-def open_application(data_dir: Path, database_url: str | None) -> Shoal:
-    """The Application on the chosen store."""
+def open_application(data_dir: Path, database_url: str | None, **pool: int) -> Shoal:
+    """The Application on the chosen store; ``pool``: app_env's PostgreSQL pool sizes."""
     if database_url is not None:
         check_postgres(database_url)
     try:
-        return Shoal(env=app_env(data_dir, database_url))
+        return Shoal(env=app_env(data_dir, database_url, **pool))
     except Exception as exc:  # the library raises several kinds on a bad store
         raise StoreUnavailable(f"cannot open the event store: {type(exc).__name__}: {exc}") from None
 
@@ -137,50 +139,13 @@ def open_application(data_dir: Path, database_url: str | None) -> Shoal:
 
 
 class ApplicationLog:
-    """The Application's notification log, decoded into domain events.
+    """The Application's notification log, decoded into domain events."""
 
-    With ``remember_saves``, the events this process saves are kept in memory until the
-    projections read them, so the live runner does not read back from the store, and
-    decode again, events it was just handed. Only an unbroken run from where a read
-    starts comes from memory; anything else (events saved by other nodes, a save whose
-    listener has not run yet, a rebuild) is read from the store as before.
-    """
-
-    MAX_REMEMBERED = 20_000
-
-    def __init__(self, app: Shoal, *, remember_saves: bool = False) -> None:
+    def __init__(self, app: Shoal) -> None:
         self.app = app
-        self._recent: dict[int, Any] = {}
-        self._lock = threading.Lock()
-        if remember_saves:
-            app.on_recorded(self._remember)
-
-    def _remember(self, recorded: list[tuple[int, Any]]) -> None:
-        with self._lock:
-            self._recent.update(recorded)
-            if len(self._recent) > self.MAX_REMEMBERED:
-                # Nobody is reading (no runner, or a stuck one): forget the oldest half.
-                for position in sorted(self._recent)[: len(self._recent) // 2]:
-                    del self._recent[position]
 
     def read(self, after: int, limit: int, upto: int | None = None) -> Sequence[tuple[int, Any]]:
         """Events after ``after``, at most ``limit``, not past ``upto``."""
-        remembered: list[tuple[int, Any]] = []
-        with self._lock:
-            if self._recent:
-                position = after + 1
-                while len(remembered) < limit and (upto is None or position <= upto):
-                    event = self._recent.pop(position, None)
-                    if event is None:
-                        break
-                    remembered.append((position, event))
-                    position += 1
-                if remembered:
-                    # What lies before is read; it will not be asked for again.
-                    for stale in [p for p in self._recent if p <= position - 1]:
-                        del self._recent[stale]
-        if remembered:
-            return remembered
         notifications = self.app.recorder.select_notifications(
             start=after, limit=limit, stop=upto, inclusive_of_start=False
         )
@@ -341,12 +306,14 @@ class PostgresViews:
         self.pool.close()
 
 
-def open_views(data_dir: Path, database_url: str | None) -> SqliteViews | PostgresViews:
+def open_views(
+    data_dir: Path, database_url: str | None, *, pg_max_size: int = 10
+) -> SqliteViews | PostgresViews:
     """Where the read models of this store live."""
     if database_url is None:
         data_dir.mkdir(parents=True, exist_ok=True)
         return SqliteViews(data_dir / "views.db")
-    return PostgresViews(database_url)
+    return PostgresViews(database_url, max_size=pg_max_size)
 
 
 # -- live wake-ups across processes (PostgreSQL) ------------------------------------------

@@ -49,6 +49,7 @@ from agent.pipe import (
     lines_to_wire,
     log_chunks,
     number,
+    protect_stdout,
     request_from_wire,
     result_to_wire,
 )
@@ -341,14 +342,6 @@ class _JsonLines(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
-def _protect_stdout() -> int:
-    """A private copy of stdout for the frames; fd 1 becomes stderr, so that nothing else
-    written to stdout can reach the frame stream."""
-    frames_fd = os.dup(1)  # not inherited by the steps (os.dup makes it non-inheritable)
-    os.dup2(2, 1)
-    return frames_fd
-
-
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line the server starts this process with."""
     parser = argparse.ArgumentParser(prog="python -m agent.builtin", description=__doc__.split("\n")[0])
@@ -364,7 +357,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m agent.builtin``."""
     options = parse(argv)
-    frames_fd = _protect_stdout()
+    frames_fd = protect_stdout()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonLines())
     logging.basicConfig(level=options.log_level, handlers=[handler], force=True)

@@ -2,6 +2,7 @@
 
 Both sides of ``agent/builtin.py`` (the worker) and ``adapters/dispatch/builtin.py`` (the
 server's handle on it) speak through this module only, so the wire format lives in one place.
+The projector process (``adapters/projector.py``) uses the same framing for its own ops.
 
 A frame is a 4-byte big-endian length followed by that many bytes of JSON (orjson): an
 object whose ``op`` says what it is. The ops, by direction:
@@ -23,6 +24,7 @@ Frames of one run are handled in order; different runs never wait on each other.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -102,6 +104,15 @@ class FrameReader:
     def pending(self) -> int:
         """Bytes of an unfinished frame held."""
         return len(self._buf)
+
+
+def protect_stdout() -> int:
+    """For a process that writes frames on its stdout: a private copy of stdout for the
+    frames, and fd 1 pointed at stderr, so that nothing else written to stdout (a stray
+    print, a library's warning) can corrupt the frame stream. Returns the frames' fd."""
+    frames_fd = os.dup(1)  # not inherited by child processes (os.dup makes it non-inheritable)
+    os.dup2(2, 1)
+    return frames_fd
 
 
 # -- fields ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from projections.base import Projection
@@ -48,6 +48,10 @@ class ProjectionRunner:
     processes, e.g. other server nodes on PostgreSQL, without a notifier). Once woken it
     lets ``settle`` seconds pass before it reads, so that a busy server's saves reach the
     views a few at a time, not one transaction (and thread switch) per save.
+
+    ``on_progress(position)`` is called after every committed batch, and once more when
+    following works again after a failure; ``on_error(error)`` when a batch fails while
+    following. The projector process (adapters/projector.py) reports both to the server.
     """
 
     def __init__(
@@ -59,6 +63,8 @@ class ProjectionRunner:
         batch_size: int = DEFAULT_BATCH,
         poll_interval: float = 1.0,
         settle: float = 0.002,
+        on_progress: Callable[[int], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
         self.log = log
         self.db = db
@@ -72,6 +78,8 @@ class ProjectionRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
+        self._on_progress = on_progress
+        self._on_error = on_error
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -137,6 +145,8 @@ class ProjectionRunner:
         for p in self.projections:
             self._positions[p.name] = max(self._positions[p.name], last)
         self.watch.advance(self.position)
+        if self._on_progress is not None:
+            self._on_progress(self.position)
         return len(batch)
 
     def _track(self, cur: Cursor, names: list[str], expected: int, position: int) -> bool:
@@ -164,7 +174,10 @@ class ProjectionRunner:
     # -- following -----------------------------------------------------------------------
 
     def wake(self, position: int | None = None) -> None:
-        """New events were written: look now rather than at the next poll."""
+        """New events were written (up to ``position``, when known): look now rather than
+        at the next poll, unless the views already include them."""
+        if position is not None and position <= self.position:
+            return
         self._wake.set()
 
     def start(self) -> None:
@@ -178,11 +191,15 @@ class ProjectionRunner:
             self._wake.clear()
             try:
                 self.catch_up()
+                if self.last_error is not None and self._on_progress is not None:
+                    self._on_progress(self.position)  # recovered, even with nothing new to apply
                 self.last_error = None
                 backoff = 0.5
             except Exception as exc:  # keep following; the error is logged and retried
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("projection batch failed; retrying in %.1fs", backoff)
+                if self._on_error is not None:
+                    self._on_error(self.last_error)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 self._reload_positions_quietly()

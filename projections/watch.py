@@ -9,9 +9,10 @@ import threading
 class PositionWatch:
     """The position up to which every projection has committed.
 
-    The runner thread advances it; request handlers wait on it to read their own
-    writes, and the live event stream waits on it for the next event. Async waiters are
-    woken through their own loop, never by blocking a thread per waiter.
+    The runner advances it (in the server, the projector process's reports do); request
+    handlers wait on it to read their own writes, and the live event stream waits on it
+    for the next event. Async waiters are woken through their own loop, never by
+    blocking a thread per waiter.
     """
 
     def __init__(self, position: int = 0) -> None:
@@ -33,8 +34,17 @@ class PositionWatch:
             self._cond.notify_all()
             ready = [w for w in self._async_waiters if w[0] <= position]
             self._async_waiters = [w for w in self._async_waiters if w[0] > position]
+        if not ready:
+            return
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # a thread without a loop (a runner thread)
+            here = None
         for _, loop, future in ready:
-            loop.call_soon_threadsafe(_resolve, future)
+            if loop is here:
+                _resolve(future)  # advanced from that loop itself: no wake-up to send it
+            else:
+                loop.call_soon_threadsafe(_resolve, future)
 
     def reset(self, position: int) -> None:
         """Go back (after a rebuild); nobody is woken."""

@@ -72,11 +72,18 @@ def create_app(container: ServerContainer) -> FastAPI:
         )
         prefer_pidfd_child_watcher()
         key = container.start()
-        # The built-in worker process boots (imports, mostly) while NATS comes up. Both
-        # are awaited to the end, so that a failure of either undoes all that started
-        # (an embedded nats-server left behind would outlive the server).
+
+        async def read_models_then_transport() -> str:
+            # The embedded nats-server's users come from a read model: caught up first.
+            await container.start_projections()
+            return await container.start_transport()
+
+        # The built-in worker process boots (imports, mostly) while the projector catches
+        # up and NATS comes up. Both are awaited to the end, so that a failure of either
+        # undoes all that started (an embedded nats-server or a projector process left
+        # behind would outlive the server).
         started = await asyncio.gather(
-            container.start_transport(), start_built_in_worker(container), return_exceptions=True
+            read_models_then_transport(), start_built_in_worker(container), return_exceptions=True
         )
         failure = next((r for r in started if isinstance(r, BaseException)), None)
         if failure is not None:
@@ -84,6 +91,7 @@ def create_app(container: ServerContainer) -> FastAPI:
                 await container.builtin.stop()
             with contextlib.suppress(Exception):
                 await container.stop_transport()
+            await container.stop_projections()
             container.stop()
             raise failure
         nats_url = started[0]
@@ -100,7 +108,7 @@ def create_app(container: ServerContainer) -> FastAPI:
         app.state.dispatcher = dispatcher
         await dispatcher.start()
         await container.hub.start(dispatcher.changed)
-        log.info("ready", extra={"position": container.runner.watch.position, "nats": nats_url})
+        log.info("ready", extra={"position": container.projector.watch.position, "nats": nats_url})
         try:
             yield
         finally:
@@ -108,6 +116,7 @@ def create_app(container: ServerContainer) -> FastAPI:
             if container.builtin is not None:
                 await container.builtin.stop()
             await container.stop_transport()
+            await container.stop_projections()
             container.stop()
 
     app = FastAPI(

@@ -49,7 +49,7 @@ async def fresh_views(request: Request) -> Database:
     that just changed something reads its own change."""
     container = _container(request)
     target = container.app.last_position
-    watch = container.runner.watch
+    watch = container.projector.watch
     if watch.position < target and not await watch.wait_async(
         target, container.settings.read_wait_s
     ):
@@ -93,7 +93,7 @@ def require(permission: Permission) -> Callable[..., Awaitable[Actor]]:
 
 def wait_for(container: ServerContainer, position: int) -> None:
     """Block until the read models include ``position`` (after a command)."""
-    if not container.runner.watch.wait(position, container.settings.read_wait_s):
+    if not container.projector.watch.wait(position, container.settings.read_wait_s):
         raise HTTPException(
             503, f"the change was recorded at position {position} but read models are behind"
         )

@@ -120,7 +120,8 @@ class CommandsBase(Application[UUID]):
         position = max(r.notification.id for r in recordings)
         with self._position_lock:
             self.last_position = max(self.last_position, position)
-        # The events first: a listener woken by the position may look for them at once.
+        # The events first: caches they make stale are dropped before anyone hears of
+        # the position (and reads what it holds).
         if self._recorded_listeners:
             events = [(r.notification.id, r.domain_event) for r in recordings]
             for recorded in self._recorded_listeners:

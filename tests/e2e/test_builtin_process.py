@@ -110,7 +110,8 @@ def test_a_clean_stop_ends_the_worker_process(tmp_path: Path, request: pytest.Fi
 def test_a_server_that_cannot_start_its_nats_leaves_nothing_running(tmp_path: Path) -> None:
     """Startup fails half-way (the embedded nats-server cannot have its folder) while the
     built-in worker process is starting beside it: the server exits with an error, and
-    neither that process nor anything else it started outlives it."""
+    neither that process, nor the projector process, nor anything else it started
+    outlives it."""
     data = tmp_path / "data"
     data.mkdir()
     (data / "nats").write_text("not a folder")
@@ -122,3 +123,4 @@ def test_a_server_that_cannot_start_its_nats_leaves_nothing_running(tmp_path: Pa
     assert "Traceback" not in proc.stderr.split("Application startup failed")[-1]
     assert not worker_pids(data)
     assert not pgrep(f"nats-server -c {data}")
+    assert not pgrep(f"adapters.projector --data-dir {data} ")

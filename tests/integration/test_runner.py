@@ -4,13 +4,14 @@ batches, few transactions for a long log, and rebuild on a version bump."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 from uuid import UUID
 
 import pytest
 
+from adapters.store import ApplicationLog
 from domain.app import Shoal
 from domain.workers import CommsStyle
 from projections.audit import read_events
@@ -20,7 +21,7 @@ from projections.pools import PoolList, list_pools
 from projections.runner import ProjectionRunner
 from projections.sql import Cursor
 from projections.workers import list_workers
-from tests.helpers import TESTER, rid
+from tests.helpers import TESTER, rid, wait_until
 from tests.integration.conftest import Views
 
 pytestmark = pytest.mark.integration
@@ -210,3 +211,47 @@ def test_a_changed_version_rebuilds_that_projection_at_setup(
     pools = {p["name"]: p for p in list_pools(views)[0]}
     assert (pools["kept"]["description"], pools["kept"]["worker_count"]) == ("", 1)
     assert len(pools) == 2  # the default pool and "kept"
+
+
+class FlakyLog:
+    """The Application's log, failing the next ``failures`` reads."""
+
+    def __init__(self, app: Shoal) -> None:
+        self.log = ApplicationLog(app)
+        self.failures = 0
+
+    def read(self, after: int, limit: int, upto: int | None = None) -> Sequence[tuple[int, Any]]:
+        if self.failures:
+            self.failures -= 1
+            raise OSError("the store is away")
+        return self.log.read(after, limit, upto)
+
+    def max_position(self) -> int:
+        return self.log.max_position()
+
+
+def test_a_following_runner_reports_each_batch_a_failure_and_its_recovery(
+    app: Shoal, views: Views
+) -> None:
+    reports: list[tuple[str, object]] = []
+    log = FlakyLog(app)
+    runner = ProjectionRunner(
+        log, views, all_projections(), poll_interval=30, settle=0,
+        on_progress=lambda p: reports.append(("progress", p)),
+        on_error=lambda e: reports.append(("error", e)),
+    )
+    runner.setup()
+    runner.start()
+    try:
+        saved = app.create_pool(name=rid("pool"), actor=TESTER).position
+        runner.wake(saved)
+        wait_until(lambda: ("progress", saved) in reports, 5, what="progress")
+        reports.clear()
+        runner.wake(saved)  # already there: not even a look
+        log.failures = 1
+        runner.wake()  # a look that fails, with nothing new to apply afterwards
+        wait_until(lambda: len(reports) == 2, 5, what="an error and the recovery")
+        assert reports == [("error", "OSError: the store is away"), ("progress", saved)]
+        assert runner.last_error is None
+    finally:
+        runner.stop()

@@ -1,5 +1,5 @@
 """The server's start as the lifespan runs it: a part that fails half-way leaves none of
-the others running."""
+the others running (the projector process, the embedded nats-server)."""
 
 from __future__ import annotations
 
@@ -53,3 +53,4 @@ def test_a_built_in_worker_that_fails_to_start_takes_the_started_nats_server_dow
         asyncio.set_child_watcher(watcher)
     assert nats_started.is_set()
     assert not running(f"nats-server -c {data}"), "the nats-server was left running"
+    assert not running(f"adapters.projector --data-dir {data} "), "the projector was left running"

@@ -83,7 +83,7 @@ async def stream(
 
     async def messages() -> AsyncIterator[bytes]:
         sent = start
-        watch = container.runner.watch
+        watch = container.projector.watch
         yield b"retry: 1000\n\n"
         while not await request.is_disconnected():
             page = await asyncio.to_thread(

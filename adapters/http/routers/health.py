@@ -22,8 +22,8 @@ class Health(BaseModel):
 async def health(container: Container) -> Health:
     """`ok` once the server has started and its read models are running."""
     connected = container.bus.is_connected
-    status = "ok" if container.runner.last_error is None and connected else "degraded"
+    status = "ok" if container.projector.last_error is None and connected else "degraded"
     return Health(
-        status=status, position=container.runner.watch.position,
+        status=status, position=container.projector.watch.position,
         nats="connected" if connected else "disconnected",
     )

@@ -231,7 +231,7 @@ async def log(
     """The task's log as text; with `follow=1`, Server-Sent Events (one line each, then an
     `end` event with the task's state) until the task ends."""
     tid = str(parse_id(task_id, "task"))
-    watch = container.runner.watch
+    watch = container.projector.watch
     await watch.wait_async(container.app.last_position, container.settings.read_wait_s)
     task = await asyncio.to_thread(get_task, container.views, tid)
     if task is None:
