@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agent import artifacts
-from agent.folders import Refused, make_folder, remove_tree
+from agent.folders import Refused, make_folder, remove_small, remove_tree
 from agent.launch import DEFAULT_PATH, command, credentials, environment, resolve_user
 from agent.packages import PackageCache, PackageError, place_all
 from agent.ports import (
@@ -127,8 +127,10 @@ class StepExecutor:
             # Synchronously: we may be being cancelled, and the folder must go regardless.
             remove_tree(folder)
             raise
-        # A step may leave a large tree behind; removing it must not stall the event loop.
-        await asyncio.to_thread(remove_tree, folder)
+        # What most steps leave (their script) goes at once: less than the hop to a thread.
+        # A larger tree is removed in a thread, so that it never stalls the event loop.
+        if not remove_small(folder):
+            await asyncio.to_thread(remove_tree, folder)
         return result
 
     async def _place_packages(

@@ -21,7 +21,10 @@ from typing import Any
 
 from agent.ports import StepRequest
 
-__all__ = ["SCRIPT_FILES", "Refused", "make_folder", "remove_tree"]
+__all__ = ["SCRIPT_FILES", "Refused", "make_folder", "remove_small", "remove_tree"]
+
+# remove_small takes a folder with at most this many plain files (and nothing else).
+SMALL_FOLDER_FILES = 8
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,25 @@ def remove_tree(folder: Path) -> None:
             log.warning("could not remove %s from the step folder: %s", path, exc)
 
     _rmtree(str(folder), retry)
+
+
+def remove_small(folder: Path) -> bool:
+    """Remove the folder if it holds only a few plain files (what most steps leave: their
+    script): cheaper than handing the removal to a thread. False, with nothing removed,
+    when it holds more or anything else; remove_tree is then for it."""
+    try:
+        with os.scandir(folder) as entries:
+            files: list[str] = []
+            for entry in entries:
+                if len(files) == SMALL_FOLDER_FILES or not entry.is_file(follow_symlinks=False):
+                    return False
+                files.append(entry.path)
+        for path in files:
+            os.unlink(path)
+        os.rmdir(folder)
+    except OSError:
+        return False
+    return True
 
 
 def _remove_flat(folder: Path | str, depth: int = 0) -> bool:

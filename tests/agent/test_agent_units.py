@@ -6,7 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from agent.execution import chunks
+from agent.folders import SMALL_FOLDER_FILES, remove_small, remove_tree
 from agent.health import DETAIL_LIMIT, clip, judge
 from agent.home import Registration
 from agent.leftovers import remove_leftover_folders
@@ -82,3 +85,32 @@ def test_leftover_step_and_artifact_staging_folders_are_removed(tmp_path: Path) 
     assert remove_leftover_folders(tmp_path) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep", "stepping"]
     assert remove_leftover_folders(tmp_path / "missing") == 0
+
+
+def test_a_folder_of_a_few_files_is_removed_at_once(tmp_path: Path) -> None:
+    folder = tmp_path / "step-a"
+    folder.mkdir()
+    for name in ("script.sh", "out.txt"):
+        (folder / name).write_text("x")
+    assert remove_small(folder) is True
+    assert not folder.exists()
+
+
+@pytest.mark.parametrize("extra", ["subfolder", "link", "many files"])
+def test_a_folder_with_more_in_it_is_left_whole_for_remove_tree(tmp_path: Path, extra: str) -> None:
+    folder = tmp_path / "step-b"
+    folder.mkdir()
+    (folder / "script.sh").write_text("x")
+    if extra == "subfolder":
+        (folder / "dist").mkdir()
+    elif extra == "link":
+        (folder / "here").symlink_to(folder)
+    else:
+        for i in range(SMALL_FOLDER_FILES):
+            (folder / f"f{i}").write_text("x")
+    before = sorted(p.name for p in folder.iterdir())
+
+    assert remove_small(folder) is False
+    assert sorted(p.name for p in folder.iterdir()) == before
+    remove_tree(folder)
+    assert not folder.exists()
