@@ -14,10 +14,10 @@ step through :class:`StepExecutor`. For each step it
   ``shoal-artifact``; the files it returned go to an artifact sink after the process ended
   (agent/artifacts.py).
 
-The process is driven through a :class:`asyncio.SubprocessProtocol` rather than stream
-readers: output arrives as callbacks, in the order it was read across both pipes, with no
-task per stream, and the executor owns the transport, so it can stop reading pipes that a
-process which escaped the group still holds open.
+The process is started directly (agent/spawn.py), not through asyncio's subprocess
+transport: its start is the moment fork and exec return, its output arrives as callbacks in
+the order it was read across both pipes, with no task per stream, and the executor can stop
+reading pipes that a process which escaped the group still holds open.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import logging
 import os
 import pwd
 import signal
-import subprocess
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -46,7 +45,8 @@ from agent.ports import (
     StepResult,
     StepRunner,
 )
-from agent.steplog import STDERR, STDOUT, Batcher, StepLog, system_line
+from agent.spawn import StepProcess
+from agent.steplog import Batcher, StepLog, system_line
 
 __all__ = ["DEFAULT_PATH", "LogLine", "LogSink", "StepExecutor", "StepRequest", "StepResult", "StepRunner"]
 
@@ -174,17 +174,9 @@ class StepExecutor:
         env = environment(request, folder, user, tools_env)
         batcher = Batcher(sink, self._flush_interval, self._flush_lines)
         steplog = StepLog(batcher, request.max_line_bytes, request.max_log_bytes)
-        process = _StepProcess(steplog, loop)
         try:
-            transport, _ = await loop.subprocess_exec(
-                lambda: process,
-                *command(request.syntax, env["PATH"]),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=folder,
-                env=env,
-                start_new_session=True,
+            process = await StepProcess.start(
+                command(request.syntax, env["PATH"]), steplog, cwd=folder, env=env,
                 **credentials(user),
             )
         except OSError as exc:
@@ -192,11 +184,11 @@ class StepExecutor:
             await sink([system_line(reason)])
             return StepResult("failed", None, reason)
         deadline = None if request.timeout_s is None else loop.time() + request.timeout_s
-        pgid = transport.get_pid()
+        pgid = process.pid
         flusher: asyncio.Task[None] | None = None
         try:
             if on_started is not None:
-                await on_started(pgid)
+                await on_started(pgid, process.started_at)
             flusher = self._spawn(batcher.run())
             ending = await self._supervise(pgid, process, steplog, flusher, deadline, request, cancel)
             if not process.output_closed.done():
@@ -222,13 +214,13 @@ class StepExecutor:
             await asyncio.wait({process.exited}, timeout=_REAP_WAIT_S)
             raise
         finally:
-            transport.close()
-        return _result(ending, transport.get_returncode(), request.timeout_s)
+            process.close()
+        return _result(ending, process.returncode, request.timeout_s)
 
     async def _supervise(
         self,
         pgid: int,
-        process: _StepProcess,
+        process: StepProcess,
         steplog: StepLog,
         flusher: asyncio.Task[None],
         deadline: float | None,
@@ -298,36 +290,6 @@ def _forget(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None
 def _raise_if_failed(task: asyncio.Task[Any]) -> None:
     if task.done() and not task.cancelled() and (exc := task.exception()) is not None:
         raise exc
-
-
-# -- the child process -----------------------------------------------------------------------
-
-
-class _StepProcess(asyncio.SubprocessProtocol):
-    """Feeds pipe data to the step log and tells when the process exited and the pipes
-    closed (two separate facts: a grandchild may hold the pipes after the process exits)."""
-
-    def __init__(self, steplog: StepLog, loop: asyncio.AbstractEventLoop) -> None:
-        self._steplog = steplog
-        self._open = {STDOUT, STDERR}
-        self.exited: asyncio.Future[None] = loop.create_future()
-        self.output_closed: asyncio.Future[None] = loop.create_future()
-
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        """Output from the process."""
-        self._steplog.feed(fd, data)
-
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        """A pipe reached end of file (or was closed by us)."""
-        self._steplog.end(fd)
-        self._open.discard(fd)
-        if not self._open and not self.output_closed.done():
-            self.output_closed.set_result(None)
-
-    def process_exited(self) -> None:
-        """The process exited and was reaped."""
-        if not self.exited.done():
-            self.exited.set_result(None)
 
 
 # -- process group ---------------------------------------------------------------------------

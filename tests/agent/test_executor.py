@@ -12,6 +12,7 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -227,6 +228,16 @@ def test_on_started_gets_the_pid_which_is_the_process_group_before_any_batch(wor
     pid, pgid, sid = map(int, log.texts("stdout")[0].split())
     assert log.pid == pid == pgid == sid
     assert log.events[0] == "started"
+
+
+def test_on_started_gets_the_moment_the_program_began(work_root: Path) -> None:
+    """Taken as fork and exec return: after the step was asked for, and before anything
+    the program printed was read."""
+    asked = datetime.now(UTC)
+
+    _, log = run_step(request(work_root, "echo hello"))
+
+    assert asked <= log.started_at <= log.lines[0].at
 
 
 # -- limits ----------------------------------------------------------------------------------------

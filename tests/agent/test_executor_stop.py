@@ -169,7 +169,7 @@ def test_a_failing_sink_stops_the_step_and_its_error_propagates(work_root: Path)
 def test_a_failing_on_started_stops_the_step_and_its_error_propagates(work_root: Path) -> None:
     pids: list[int] = []
 
-    async def on_started(pid: int) -> None:
+    async def on_started(pid: int, at: object = None) -> None:
         pids.append(pid)
         raise RuntimeError("could not record StepStarted")
 
