@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from adapters.bootstrap import ServerContainer
 from adapters.dispatch.builtin import BuiltInWorkerError
 from adapters.http.errors import install_error_handlers
+from adapters.http.intake import SubmissionGate
 from adapters.http.keyring import KeyRing
 from adapters.http.limits import BodyLimit
 from adapters.http.routers import (
@@ -132,6 +133,9 @@ def create_app(container: ServerContainer) -> FastAPI:
         packages, artifacts, environments, targets,
     ):
         app.include_router(module.router)
+    # Inside the body limit (added last, so outermost): a gated request's body is read
+    # under the same limit as any other.
+    app.add_middleware(SubmissionGate)
     app.add_middleware(
         BodyLimit, max_bytes=container.settings.max_body_bytes,
         # The package upload's own limit (plus room for the form around the file).
