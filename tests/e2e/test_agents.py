@@ -125,6 +125,7 @@ def test_an_agent_killed_mid_step_fails_the_step_as_lost_within_10s(
         killed_at = time.monotonic()
         t = wait_task(c, tid, timeout=20)
         took = time.monotonic() - killed_at
+    print(f"\n[loss detection] the step failed as 'worker lost' {took:.1f}s after kill -9")
     s = t["steps"][0]
     assert t["state"] == "failed" and s["state"] == "failed", t
     assert "worker lost" in s["reason"], s
