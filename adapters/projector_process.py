@@ -19,6 +19,14 @@ When the process dies it is logged, ``last_error`` says so, and another starts a
 back-off that doubles while processes keep dying young (no crash loop). Meanwhile the read
 models stand still, and reads wait for them as for a slow projection (503 after
 ``read_wait_s``).
+
+A process that hangs rather than dies (stopped, deadlocked, stuck in a call that never
+returns) would leave the read models still with nothing to say so. A watchdog times how
+long the read models have been behind the saves with not a frame from the process: after
+``stall_after_s`` it is logged and ``last_error`` says so (health "degraded"); after
+``kill_after_s`` the process is killed and another started as above. A process that is
+merely failing batches keeps sending ``error`` frames (at least every 30 s, its longest
+retry back-off), so it is never taken for hung.
 """
 
 from __future__ import annotations
@@ -32,18 +40,13 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
-from adapters.dispatch.builtinchild import describe_exit
 from adapters.projector import PROTOCOL
-from agent.pipe import BrokenPipeStream, FrameReader, MalformedFrame, decode, encode, number, text
+from adapters.projector_child import ProjectorChild
+from agent.pipe import MalformedFrame, decode, number, text
 from projections.watch import PositionWatch
 
 log = logging.getLogger("shoal.projector")
-
-# A process whose frames ended gets this long to exit on its own before it is killed.
-_EXIT_GRACE_S = 5.0
-
 
 class ProjectorError(Exception):
     """The projector process could not be started (the message says why)."""
@@ -65,6 +68,8 @@ class ProjectorConfig:
     restart_delay: float = 0.5
     max_restart_delay: float = 30.0
     stable_after_s: float = 30.0
+    stall_after_s: float = 10.0
+    kill_after_s: float = 60.0
 
     def command(self) -> list[str]:
         """The process's command line."""
@@ -92,7 +97,7 @@ class ProjectorProcess:
         self.config = config
         self.watch = PositionWatch()
         self.last_error: str | None = None
-        self._child: _Child | None = None
+        self._child: ProjectorChild | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._wake_lock = threading.Lock()
@@ -101,6 +106,11 @@ class ProjectorProcess:
         self._stopping = False
         self._restart: asyncio.Task[None] | None = None
         self._delay = config.restart_delay
+        self._watchdog: asyncio.Task[None] | None = None
+        # Since when the read models have been behind the saves without a frame from the
+        # process (loop time); None while they are not behind, or it has just spoken.
+        self._quiet_since: float | None = None
+        self._stall_noted = False
 
     @property
     def pid(self) -> int | None:
@@ -134,6 +144,8 @@ class ProjectorProcess:
         child = self._child
         if child is not None and position > self.watch.position:
             child.send({"op": "wake", "position": position})
+            if self._quiet_since is None and self._loop is not None:
+                self._quiet_since = self._loop.time()
 
     # -- the process's life ----------------------------------------------------------------
 
@@ -144,15 +156,17 @@ class ProjectorProcess:
         self._loop_thread = threading.get_ident()
         self._stopping = False
         await self._spawn()
+        self._watchdog = self._loop.create_task(self._watch_for_stalls())
 
     async def stop(self, grace: float = 10.0) -> None:
         """End the process: it lets its batch in hand commit and exits; killed after
         ``grace`` seconds."""
         self._stopping = True
-        if self._restart is not None:
-            self._restart.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._restart
+        for task in (self._restart, self._watchdog):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         child, self._child = self._child, None
         if child is None:
             return
@@ -168,7 +182,7 @@ class ProjectorProcess:
 
     async def _spawn(self) -> None:
         loop = asyncio.get_running_loop()
-        child = _Child(self, loop)
+        child = ProjectorChild(self, loop)
         try:
             await loop.subprocess_exec(
                 lambda: child, *self.config.command(), stdin=subprocess.PIPE,
@@ -200,12 +214,16 @@ class ProjectorProcess:
         child.gone.add_done_callback(lambda _: self._died(child))
         log.info("projector process started", extra={"pid": child.pid, "position": self.watch.position})
 
-    def _died(self, child: _Child) -> None:
+    def _died(self, child: ProjectorChild) -> None:
         child.close()
         if child is not self._child or child.closing or self._stopping:
             return
         self._child = None
-        reason = f"the projector process (pid {child.pid}) ended unexpectedly: {child.status()}"
+        if child.stalled_s:
+            reason = (f"the projector process (pid {child.pid}) made no progress for "
+                      f"{child.stalled_s:.0f}s and was killed")
+        else:
+            reason = f"the projector process (pid {child.pid}) ended unexpectedly: {child.status()}"
         log.error("the projector process ended unexpectedly; starting another",
                   extra={"pid": child.pid, "status": child.status()})
         self.last_error = reason
@@ -229,9 +247,49 @@ class ProjectorProcess:
                 log.error("could not start the projector process again", extra={"error": str(exc)})
                 self.last_error = str(exc)
 
+    # -- hangs -----------------------------------------------------------------------------
+
+    async def _watch_for_stalls(self) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        while True:
+            await asyncio.sleep(min(1.0, cfg.stall_after_s / 2))
+            child, since = self._child, self._quiet_since
+            if child is None or since is None or not child.ready.done() or child.gone.done():
+                continue
+            quiet = loop.time() - since
+            behind = self._wanted - self.watch.position
+            if quiet >= cfg.kill_after_s:
+                log.error("the projector process has sent nothing for %.0fs while the read models "
+                          "are behind; killing it", quiet,
+                          extra={"pid": child.pid, "behind": behind})
+                child.stalled_s = quiet
+                self._quiet_since = None
+                child.kill()  # its end starts another (_died)
+            elif quiet >= cfg.stall_after_s and not self._stall_noted:
+                self._stall_noted = True
+                log.warning("the read models have not moved for %.0fs", quiet,
+                            extra={"pid": child.pid, "behind": behind})
+                if self.last_error is None:
+                    events = "event" if behind == 1 else "events"
+                    self.last_error = (f"the read models have not moved for {quiet:.0f}s: the projector "
+                                       f"process (pid {child.pid}) is {behind} {events} behind")
+
+    def _heard(self, child: ProjectorChild, progressed: bool) -> None:
+        """A frame came from the process: it is alive, so the quiet clock starts again
+        (while the read models are still behind); ``progressed``: they moved."""
+        if child is not self._child:
+            return
+        behind = self._wanted > self.watch.position
+        self._quiet_since = self._loop.time() if behind and self._loop is not None else None
+        if progressed and self._stall_noted:
+            self._stall_noted = False
+            log.info("the read models are moving again", extra={"pid": child.pid})
+
     # -- frames ----------------------------------------------------------------------------
 
-    def _on_frame(self, child: _Child, body: bytes) -> None:
+    def on_frame(self, child: ProjectorChild, body: bytes) -> None:
+        """A frame from ``child``: progress, an error, or that it is ready."""
         try:
             frame = decode(body)
             op = frame["op"]
@@ -239,11 +297,13 @@ class ProjectorProcess:
                 self.watch.advance(number(frame, "position"))
                 if child.ready.done():
                     self.last_error = None
+                self._heard(child, progressed=True)
             elif op == "error":
                 child.error = text(frame, "error")
                 self.last_error = child.error
                 log.warning("a projection batch failed; the projector retries it",
                             extra={"pid": child.pid, "error": child.error})
+                self._heard(child, progressed=False)
             elif op == "ready":
                 if child.ready.done():
                     raise MalformedFrame("ready: sent twice")
@@ -256,6 +316,7 @@ class ProjectorProcess:
                 self.watch.advance(position)
                 self.last_error = None
                 child.ready.set_result(None)
+                self._heard(child, progressed=True)
                 if self._wanted > position:
                     self._send_wake()  # saved while it caught up: its first look may miss it
             else:
@@ -263,96 +324,3 @@ class ProjectorProcess:
         except MalformedFrame as exc:
             log.warning("refused a frame from the projector process",
                         extra={"pid": child.pid, "reason": str(exc)})
-
-
-class _Child(asyncio.SubprocessProtocol):
-    """One projector process's pipes. ``ready`` is set by its ``ready`` frame; ``gone``
-    once it has exited and its frames have ended."""
-
-    def __init__(self, owner: ProjectorProcess, loop: asyncio.AbstractEventLoop) -> None:
-        self._owner = owner
-        self._loop = loop
-        self.ready: asyncio.Future[None] = loop.create_future()
-        self.gone: asyncio.Future[None] = loop.create_future()
-        self.ready.add_done_callback(_retrieved)
-        self.pid = 0
-        self.ready_at = 0.0
-        self.closing = False  # the server is ending it: its exit is expected
-        self.error = ""  # the last error it reported
-        self._transport: asyncio.SubprocessTransport | None = None
-        self._stdin: asyncio.WriteTransport | None = None
-        self._reader = FrameReader()
-        self._broken = False
-        self._frames_ended = False
-        self._exited = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """The process runs; its pipes are connected."""
-        # Casts, not isinstance checks: uvloop's transports do not subclass asyncio's.
-        process = cast("asyncio.SubprocessTransport", transport)
-        self._transport = process
-        self.pid = process.get_pid()
-        self._stdin = cast("asyncio.WriteTransport", process.get_pipe_transport(0))
-
-    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
-        """Frames from the process (its stdout)."""
-        if fd != 1 or self._broken or isinstance(data, str):
-            return
-        try:
-            bodies = self._reader.feed(data)
-        except BrokenPipeStream as exc:
-            log.error("the pipe from the projector process is corrupt; killing it",
-                      extra={"pid": self.pid, "reason": str(exc)})
-            self._broken = True
-            self.kill()
-            return
-        for body in bodies:
-            self._owner._on_frame(self, body)
-
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        """A pipe closed; the end of its stdout is the end of its frames."""
-        if fd == 1:
-            self._frames_ended = True
-            if not self._exited and not self.closing:
-                self._loop.call_later(_EXIT_GRACE_S, self.kill)
-            self._check_gone()
-
-    def process_exited(self) -> None:
-        """The process exited and was reaped."""
-        self._exited = True
-        self._check_gone()
-
-    def _check_gone(self) -> None:
-        if self._frames_ended and self._exited and not self.gone.done():
-            self.gone.set_result(None)
-
-    def status(self) -> str:
-        """How the process ended (or that it has not)."""
-        return describe_exit(None if self._transport is None else self._transport.get_returncode())
-
-    def send(self, frame: dict[str, object]) -> None:
-        """Write a frame to the process; dropped once it is closing or gone."""
-        stdin = self._stdin
-        if stdin is not None and not stdin.is_closing() and not self.gone.done():
-            stdin.write(encode(frame))
-
-    def kill(self) -> None:
-        """SIGKILL the process (if it still runs)."""
-        if self._transport is not None and self._transport.get_returncode() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._transport.kill()
-
-    def close_stdin(self) -> None:
-        """End of file on its stdin: it finishes its batch and exits."""
-        if self._stdin is not None:
-            self._stdin.close()
-
-    def close(self) -> None:
-        """Release the pipes."""
-        if self._transport is not None:
-            self._transport.close()
-
-
-def _retrieved(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()  # read by _spawn; nothing is left unretrieved

@@ -6,7 +6,9 @@ again after a kill -9, patiently when new ones keep failing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import signal
 import stat
 import sys
@@ -19,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from adapters.projector_process import ProjectorConfig, ProjectorError, ProjectorProcess, _Child
+from adapters.projector_child import ProjectorChild
+from adapters.projector_process import ProjectorConfig, ProjectorError, ProjectorProcess
 from adapters.store import open_application
 from domain.app import Shoal
 from projections.pools import get_pool
@@ -103,13 +106,13 @@ def test_wakes_from_many_threads_become_one_frame_with_the_highest_position(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sent: list[dict[str, Any]] = []
-    real_send = _Child.send
+    real_send = ProjectorChild.send
 
-    def spy(self: _Child, frame: dict[str, Any]) -> None:
+    def spy(self: ProjectorChild, frame: dict[str, Any]) -> None:
         sent.append(frame)
         real_send(self, frame)
 
-    monkeypatch.setattr(_Child, "send", spy)
+    monkeypatch.setattr(ProjectorChild, "send", spy)
 
     async def body() -> None:
         app = open_application(tmp_path / "data", None)
@@ -228,5 +231,48 @@ def test_a_projector_that_cannot_open_the_store_fails_the_start_saying_why(tmp_p
         assert "cannot reach PostgreSQL at 127.0.0.1:1/postgres" in str(caught.value)
         assert projector.pid is None
         await projector.stop()
+
+    asyncio.run(body())
+
+
+def test_a_hung_projector_is_reported_then_killed_and_replaced(
+    backend: Backend, app: Shoal, views: Views
+) -> None:
+    """SIGSTOP stands for any hang: the process lives on and says nothing."""
+    async def body() -> None:
+        cfg = config(backend, stall_after_s=0.5, kill_after_s=2.0)
+        async with started(app, cfg) as projector:
+            first = projector.pid
+            assert first is not None
+            os.kill(first, signal.SIGSTOP)
+            try:
+                saved = app.create_pool(name=rid("stuck"), actor=TESTER)
+                error = await eventually(lambda: projector.last_error, 2.0, "the stall to be reported")
+                assert error.startswith("the read models have not moved for ")
+                assert re.search(rf"\(pid {first}\) is \d+ events? behind", error), error
+                assert projector.pid == first, "not killed before kill_after_s"
+                assert await projector.watch.wait_async(saved.position, 15), "a new one caught up"
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(first, signal.SIGCONT)
+            assert projector.pid not in (None, first)
+            await eventually(lambda: not process_exists(first), 5, "the hung process to be gone")
+            assert get_pool(views, str(saved.aggregate.id)) is not None
+            await eventually(lambda: projector.last_error is None, 10, "health to recover")
+
+    asyncio.run(body())
+
+
+def test_a_projector_with_nothing_to_do_is_never_taken_for_hung(
+    backend: Backend, app: Shoal, views: Views
+) -> None:
+    async def body() -> None:
+        async with started(app, config(backend, stall_after_s=0.2, kill_after_s=0.6)) as projector:
+            first = projector.pid
+            saved = app.create_pool(name=rid("quiet"), actor=TESTER)
+            assert await projector.watch.wait_async(saved.position, 5)
+            await asyncio.sleep(1.5)  # idle, well past both limits
+            assert projector.pid == first
+            assert projector.last_error is None
 
     asyncio.run(body())
