@@ -301,8 +301,9 @@ class ProjectorProcess:
             elif op == "error":
                 child.error = text(frame, "error")
                 self.last_error = child.error
-                log.warning("a projection batch failed; the projector retries it",
-                            extra={"pid": child.pid, "error": child.error})
+                if child.ready.done():  # before, it is why the start failed: told there
+                    log.warning("a projection batch failed; the projector retries it",
+                                extra={"pid": child.pid, "error": child.error})
                 self._heard(child, progressed=False)
             elif op == "ready":
                 if child.ready.done():

@@ -33,6 +33,7 @@ from adapters.http.routers import (
     tasks,
     workers,
 )
+from adapters.http.startup import StartFailureMessage, remember
 from agent.executor import prefer_pidfd_child_watcher
 
 log = logging.getLogger("shoal.server")
@@ -95,6 +96,7 @@ def create_app(container: ServerContainer) -> FastAPI:
                 await container.stop_transport()
             await container.stop_projections()
             container.stop()
+            remember(app.state, failure)
             raise failure
         nats_url = started[0]
         if key is not None:
@@ -147,4 +149,5 @@ def create_app(container: ServerContainer) -> FastAPI:
         # The package upload's own limit (plus room for the form around the file).
         per_path={"/api/packages": container.settings.max_package_bytes + 64 * 1024},
     )
+    app.add_middleware(StartFailureMessage)
     return app
