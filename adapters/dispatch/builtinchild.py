@@ -11,16 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
+from adapters.framedchild import FramedChild
 from agent.artifacts import ArtifactNotReturned
 from agent.pipe import (
     PROTOCOL,
-    BrokenPipeStream,
     Frame,
-    FrameReader,
     MalformedFrame,
     decode,
     encode,
@@ -39,9 +37,6 @@ log = logging.getLogger("shoal.builtin")
 GONE = "gone"  # put into a step's queue by the server itself: the process ended
 _STEP_OPS = frozenset({"started", "log", "artifact", "finished", "aborted", "error"})
 _ENDS = frozenset({"finished", "aborted", "error"})
-# A process whose frames ended (it closed its end, e.g. on SIGTERM) gets this long to exit
-# on its own before it is killed: it may be removing its steps' folders.
-_EXIT_GRACE_S = 5.0
 
 
 class Run:
@@ -67,109 +62,24 @@ class Run:
             self.ended.set_result(None)
 
 
-class Child(asyncio.SubprocessProtocol):
-    """The process's pipes (see the module docstring). ``ready`` is set by its ``ready``
-    frame; ``gone`` once it has exited and its frames have ended."""
+class Child(FramedChild):
+    """The process's pipes (see the module docstring and adapters/framedchild.py).
+    ``ready`` is set by its ``ready`` frame."""
 
     def __init__(
         self, config: BuiltInWorkerConfig, packages: PackageSource | None,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
+        super().__init__(loop, "the built-in worker process", log)
         self._config = config
         self._packages = packages
-        self._loop = loop
         self._inbox = config.inbox.absolute()
         self._packages_root = config.packages_root.absolute()
-        self.ready: asyncio.Future[None] = loop.create_future()
-        self.gone: asyncio.Future[None] = loop.create_future()
         self.runs: dict[int, Run] = {}
-        self.pid = 0
-        self.closing = False  # the server is ending it: its exit is expected
         self.buried = False  # what its steps left has been cleaned up
         self.gone_reason = ""  # once buried: why its steps ended
-        self._transport: asyncio.SubprocessTransport | None = None
-        self._stdin: asyncio.WriteTransport | None = None
-        self._reader = FrameReader()
-        self._broken = False
-        self._frames_ended = False
-        self._exited = False
         self._next_id = 0
         self._fetches: dict[int, asyncio.Task[None]] = {}
-
-    # -- the process -----------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """The process runs; its pipes are connected."""
-        # Casts, not isinstance checks: uvloop's transports implement these interfaces
-        # without subclassing asyncio's classes.
-        process = cast("asyncio.SubprocessTransport", transport)
-        self._transport = process
-        self.pid = process.get_pid()
-        self._stdin = cast("asyncio.WriteTransport", process.get_pipe_transport(0))
-
-    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
-        """Frames from the process (its stdout)."""
-        if fd != 1 or self._broken or isinstance(data, str):  # str only from text-mode pipes
-            return
-        try:
-            bodies = self._reader.feed(data)
-        except BrokenPipeStream as exc:
-            # Nothing after a corrupt length can be framed again: this process is of no use.
-            log.error("the pipe from the built-in worker process is corrupt; killing it",
-                      extra={"pid": self.pid, "reason": str(exc)})
-            self._broken = True
-            self.kill()
-            return
-        for body in bodies:
-            self._on_body(body)
-
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        """A pipe closed; the end of its stdout is the end of its frames."""
-        if fd == 1:
-            self._frames_ended = True
-            if not self._exited and not self.closing:
-                self._loop.call_later(_EXIT_GRACE_S, self.kill)
-            self._check_gone()
-
-    def process_exited(self) -> None:
-        """The process exited and was reaped."""
-        self._exited = True
-        self._check_gone()
-
-    def _check_gone(self) -> None:
-        if self._frames_ended and self._exited and not self.gone.done():
-            self.gone.set_result(None)
-
-    def status(self) -> str:
-        """How the process ended (or that it has not)."""
-        return describe_exit(None if self._transport is None else self._transport.get_returncode())
-
-    def kill(self) -> None:
-        """SIGKILL the process (if it still runs)."""
-        if self._transport is not None and self._transport.get_returncode() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._transport.kill()
-
-    def close_stdin(self) -> None:
-        """End of file on its stdin (after what was written): the process aborts its steps
-        and exits."""
-        if self._stdin is not None:
-            self._stdin.close()
-
-    def close(self) -> None:
-        """Release the pipes (the process has gone, or is killed)."""
-        if self._transport is not None:
-            self._transport.close()
-
-    # -- writing ---------------------------------------------------------------------------
-
-    def send(self, frame: Frame) -> None:
-        """Write a frame to the process; dropped once it is gone."""
-        self._write(encode(frame))
-
-    def _write(self, data: bytes) -> None:
-        if self._stdin is not None and not self._stdin.is_closing() and not self.gone.done():
-            self._stdin.write(data)
 
     def answer(self, ask: Frame, error: str | None = None) -> None:
         """Answer the process's ask: yes, or no with the reason."""
@@ -190,7 +100,7 @@ class Child(asyncio.SubprocessProtocol):
         if self.buried:  # too late to run anything (the caller checked just before)
             run.put({"op": GONE, "reason": self.gone_reason})
             run.end()
-        self._write(data)
+        self.write(data)
         return run
 
     def end(self, run: Run) -> None:
@@ -225,7 +135,8 @@ class Child(asyncio.SubprocessProtocol):
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _on_body(self, body: bytes) -> None:
+    def on_body(self, body: bytes) -> None:
+        """A frame: ``ready``, a step's, or an ask."""
         try:
             frame = decode(body)
             op = frame["op"]
@@ -306,15 +217,3 @@ class Child(asyncio.SubprocessProtocol):
 def _discard(path: Path) -> None:
     # One unlink: quick enough for the event loop, and it must happen even when cancelled.
     path.unlink(missing_ok=True)
-
-
-def describe_exit(returncode: int | None) -> str:
-    """How a process ended, in words."""
-    if returncode is None:
-        return "still running"
-    if returncode >= 0:
-        return f"exit code {returncode}"
-    try:
-        return f"killed by signal {signal.Signals(-returncode).name}"
-    except ValueError:
-        return f"killed by signal {-returncode}"
