@@ -221,6 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(options.log_level, stream=sys.stderr, process="projector")
     # Ignored, not handled: this process starts no children that would inherit it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Read models may lag a little; steps may not: when the cores are busy, the server and
+    # the built-in worker come first.
+    os.nice(5)
     return serve(options, reports)
 
 

@@ -26,6 +26,10 @@ def parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
+def niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
 def new_pool(c: httpx.Client) -> str:
     """Create a pool and read it back (a read of one's own write); its id."""
     r = c.post("/api/worker-pools", json={"name": rid("pool")})
@@ -43,6 +47,8 @@ def test_killing_the_projector_starts_another_and_reads_recover(
     with served(request, data, store) as srv, srv.client() as c:
         (first,) = projector_pids(data)
         assert srv.proc is not None and parent_of(first) == srv.proc.pid
+        # Background work: when the cores are busy, the server and its steps come first.
+        assert niceness(first) == niceness(srv.proc.pid) + 5
         # The database URL (and its password) reach it in its environment, never in the
         # command line every user of the machine can read.
         assert "postgresql" not in Path(f"/proc/{first}/cmdline").read_text()
