@@ -112,6 +112,13 @@ class FramedChild(asyncio.SubprocessProtocol):
             with contextlib.suppress(ProcessLookupError):
                 self._transport.kill()
 
+    async def end_now(self, timeout: float = 5.0) -> None:
+        """SIGKILL it, wait (up to ``timeout``) until it has gone, and release the pipes:
+        a process given up on is still reaped, never left behind a closing loop."""
+        self.kill()
+        await asyncio.wait({self.gone}, timeout=timeout)
+        self.close()
+
     def close_stdin(self) -> None:
         """End of file on its stdin (after what was written): the process finishes what
         it has in hand and exits."""

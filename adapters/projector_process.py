@@ -197,8 +197,7 @@ class ProjectorProcess:
         except BaseException:
             # Cancelled while it catches up (the server is stopping): nobody would end it.
             self._child = None
-            child.kill()
-            child.close()
+            await child.end_now()
             raise
         if not child.ready.done() or child.ready.exception() is not None:
             self._child = None
@@ -206,9 +205,7 @@ class ProjectorProcess:
                    else f"it ended before it was ready ({child.status()})")
             if child.error:
                 why += f": {child.error}"
-            child.kill()
-            await asyncio.wait({child.gone}, timeout=5.0)
-            child.close()
+            await child.end_now()
             raise ProjectorError(f"the projector process could not start: {why}")
         child.ready_at = loop.time()
         child.gone.add_done_callback(lambda _: self._died(child))

@@ -195,8 +195,7 @@ class BuiltInWorkerProcess:
                                         return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
             # Cancelled while it boots (the server is stopping): nobody would ever end it.
-            child.kill()
-            child.close()
+            await child.end_now()
             raise
         if child.ready not in done or child.ready.exception() is not None:
             if child.ready.done():
@@ -205,9 +204,7 @@ class BuiltInWorkerProcess:
                 why = f"it ended before it was ready ({child.status()})"
             else:
                 why = f"it was not ready within {self.config.ready_timeout:g}s"
-            child.kill()
-            await asyncio.wait({child.gone}, timeout=5.0)
-            child.close()
+            await child.end_now()
             raise BuiltInWorkerError(f"the built-in worker process could not start: {why}")
         child.gone.add_done_callback(lambda _: self._spawn_task(self._after_death(child)))
         log.info("built-in worker process started", extra={"pid": child.pid})

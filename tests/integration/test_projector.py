@@ -276,3 +276,37 @@ def test_a_projector_with_nothing_to_do_is_never_taken_for_hung(
             assert projector.last_error is None
 
     asyncio.run(body())
+
+
+def test_stopping_while_a_new_projector_catches_up_leaves_no_process_behind(
+    tmp_path: Path, backend: Backend, app: Shoal
+) -> None:
+    """The second process takes a second to boot; stop() comes meanwhile. It must end
+    that process and reap it before it returns, not leave it to a loop that is closing."""
+    python = tmp_path / "python"
+    marker = tmp_path / "booted-once"
+    python.write_text(
+        "#!/bin/sh\n"
+        f'if [ -e "{marker}" ]; then sleep 1; fi\n'
+        f'touch "{marker}"\n'
+        f'exec "{sys.executable}" "$@"\n'
+    )
+    python.chmod(python.stat().st_mode | stat.S_IXUSR)
+
+    def children() -> set[int]:
+        me = Path(f"/proc/{os.getpid()}/task")
+        return {int(pid) for task in me.iterdir()
+                for pid in (task / "children").read_text().split()}
+
+    async def body() -> None:
+        projector = ProjectorProcess(config(backend, python=str(python)))
+        await projector.start()
+        first = projector.pid
+        assert first is not None
+        before = children() - {first}
+        os.kill(first, signal.SIGKILL)
+        await eventually(lambda: children() - before - {first}, 5, "the second process to start")
+        await projector.stop()
+        assert children() - before == set(), "a projector process outlived stop()"
+
+    asyncio.run(body())
