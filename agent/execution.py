@@ -98,8 +98,11 @@ class Execution:
             return None
 
         async def started(pid: int, at: datetime | None = None) -> None:
-            # The server records the start by its own clock: an agent's may differ.
-            await self.report("started", pid=pid)
+            # When the process began, by this machine's clock: the server keeps it between
+            # the assignment and the report's arrival, so a skewed clock cannot put a start
+            # before its assignment or in the future.
+            began = "" if at is None else at.astimezone(UTC).isoformat()
+            await self.report("started", pid=pid, started_at=began)
 
         async def sink(lines: Sequence[LogLine]) -> None:
             for chunk in chunks(lines, chunk_bytes):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 import orjson
@@ -142,6 +143,14 @@ class Report:
     size: int | None = None
     sha256: str = ""
     parts: tuple[int, ...] = ()
+    # kind "started": when the step's process began, by the agent's clock (ISO 8601 with
+    # an offset); empty from agents that do not say.
+    started_at: str = ""
+
+    @property
+    def started_time(self) -> datetime | None:
+        """``started_at`` as a time (decode_report has checked it), or None."""
+        return datetime.fromisoformat(self.started_at) if self.started_at else None
 
     @property
     def is_manifest(self) -> bool:
@@ -255,13 +264,21 @@ def decode_report(data: bytes) -> Report:
     size = _get(obj, "size", int, optional=True)
     if kind == "artifact" and (not name or (sha256 and size is None) or not (sha256 or part)):
         raise ProtocolError("an artifact report has a name and either data or sha256 and size")
+    started_at = _get(obj, "started_at", str, optional=True) or ""
+    if started_at:
+        try:
+            aware = datetime.fromisoformat(started_at).tzinfo is not None
+        except ValueError:
+            aware = False
+        if not aware:
+            raise ProtocolError("'started_at' is an ISO 8601 time with an offset")
     return Report(
         worker_id=_get(obj, "worker_id", str), task_id=_get(obj, "task_id", str),
         step=_get(obj, "step", str), assignment=_get(obj, "assignment", int), kind=kind,
         seq=_get(obj, "seq", int), pid=_get(obj, "pid", int, optional=True), lines=tuple(lines),
         outcome=outcome, exit_code=_get(obj, "exit_code", int, optional=True),
         reason=_get(obj, "reason", str, optional=True) or "",
-        name=name, data=part, size=size, sha256=sha256, parts=tuple(parts),
+        name=name, data=part, size=size, sha256=sha256, parts=tuple(parts), started_at=started_at,
     )
 
 

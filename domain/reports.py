@@ -5,6 +5,7 @@ assignment (its fencing token), and only while the step has not ended."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 from domain.tasklog import Line
@@ -27,6 +28,8 @@ class StepReport:
     name: str = ""
     size: int = 0
     sha256: str = ""
+    # kind "started": when the process began, by the worker's clock (None: not said).
+    started_at: datetime | None = None
 
 
 def refusal(run: StepRun | None, worker_id: UUID, assignment: int) -> str | None:

@@ -54,6 +54,7 @@ def to_step_report(report: Report) -> StepReport:
     return StepReport(
         step=report.step, assignment=report.assignment, kind=report.kind, pid=report.pid,
         lines=lines, outcome=report.outcome, exit_code=report.exit_code, reason=report.reason,
+        started_at=report.started_time,
     )
 
 

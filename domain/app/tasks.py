@@ -234,7 +234,7 @@ class TaskCommands(ProjectCommands, EnvironmentCommands, CommandsBase):
             if task.runs[report.step].state is StepState.ASSIGNED:
                 # Reports arrive in order on one stream, so this is normally "started";
                 # should it have been lost, the step still must not look as if never run.
-                task.mark_started(report.step, report.pid, actor)
+                task.mark_started(report.step, report.pid, actor, report.started_at)
             if report.kind == "log" and report.lines:
                 if log is None:
                     log = self._find(TaskLog, log_id(task.id)) or TaskLog(task_id=task.id, actor=actor)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -64,6 +65,10 @@ def test_reports_and_heartbeats_round_trip() -> None:
     assert decode_report(encode(report)) == report
     assert decode_heartbeat(encode(beat)) == beat
     assert report.message_id() == "t1:Deploy:7:3"
+    started = Report("w1", "t1", "Deploy", 7, "started", 0, pid=9,
+                     started_at="2026-12-07T05:00:00.123456+00:00")
+    assert decode_report(encode(started)) == started
+    assert started.started_time == datetime(2026, 12, 7, 5, 0, 0, 123456, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(("data", "error"), [
@@ -83,6 +88,9 @@ def test_malformed_instructions_are_refused(data: bytes, error: str) -> None:
     ({"kind": "exploded"}, "unknown report kind"),
     ({"kind": "finished", "outcome": "great"}, "unknown outcome"),
     ({"lines": [["t", "stdout"]]}, "a log line is"),
+    ({"kind": "started", "started_at": "yesterday"}, "'started_at' is an ISO 8601 time"),
+    ({"kind": "started", "started_at": "2026-12-07T05:00:00"}, "with an offset"),
+    ({"kind": "started", "started_at": 1765083600}, "'started_at' has the wrong type"),
 ])
 def test_malformed_reports_are_refused(change: dict[str, object], error: str) -> None:
     good = orjson.loads(encode(Report("w1", "t1", "s", 1, "log", 0)))

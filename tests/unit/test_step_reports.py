@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 import pytest
@@ -175,3 +177,35 @@ def test_a_batch_that_conflicts_is_applied_group_by_group(
     assert [o.refused for o in outcomes] == [[], []]
     assert outcomes[0].position is not None and outcomes[0].position < (outcomes[1].position or 0)
     assert app.get_task(a).state is app.get_task(b).state is TaskState.SUCCESS
+
+
+def _started_event_time(app: Shoal, task_id: UUID, before: int) -> datetime:
+    (started,) = [e for e in events_after(app, before) if type(e).__name__ == "StepStarted"]
+    assert started.originator_id == task_id
+    return started.timestamp
+
+
+def test_a_step_started_when_the_worker_says_it_began(app: Shoal) -> None:
+    task_id, worker_id, token = assigned_script_task(app)
+    assigned_at = app.get_task(task_id).modified_on
+    began = assigned_at + timedelta(milliseconds=3)
+    time.sleep(0.01)  # the report arrives after the step began
+    before = head(app)
+    app.apply_reports(task_id, worker_id, [StepReport(STEP, token, "started", pid=5, started_at=began)],
+                      actor=agent(worker_id))
+    assert _started_event_time(app, task_id, before) == began
+
+
+@pytest.mark.parametrize("skew", [timedelta(hours=-1), timedelta(hours=1)], ids=["behind", "ahead"])
+def test_a_worker_clock_off_by_an_hour_still_gives_a_start_between_assignment_and_arrival(
+    app: Shoal, skew: timedelta
+) -> None:
+    task_id, worker_id, token = assigned_script_task(app)
+    assigned_at = app.get_task(task_id).modified_on
+    before = head(app)
+    app.apply_reports(task_id, worker_id, [
+        StepReport(STEP, token, "started", pid=5, started_at=datetime.now(UTC) + skew)],
+        actor=agent(worker_id))
+    started = _started_event_time(app, task_id, before)
+    assert assigned_at <= started <= datetime.now(UTC)
+    assert started == assigned_at if skew < timedelta(0) else started > assigned_at
