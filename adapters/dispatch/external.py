@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from adapters.workers.gateway import Sent, WorkerUnavailable
-from domain.errors import NotFound
+from domain.errors import Conflict, NotFound
 from domain.messages import CancelStep, ExecStep, PackageRef
 from domain.plan import StepState
 
@@ -69,7 +69,10 @@ class ExternalStep:
         except WorkerUnavailable as exc:
             await self._take_back(str(exc))
             if exc.offline:
-                with contextlib.suppress(NotFound):
+                # Best effort: the step is back in the queue already. Conflict: steps of the
+                # same worker, and its heartbeats, recorded the change at the same moment;
+                # the heartbeat monitor settles it either way.
+                with contextlib.suppress(NotFound, Conflict):
                     await asyncio.to_thread(
                         ctx.app.record_worker_offline, self.worker_id, str(exc), actor=ctx.actor
                     )

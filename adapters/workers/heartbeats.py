@@ -24,7 +24,7 @@ from adapters.nats import subjects
 from adapters.nats.bus import NatsBus
 from domain.actors import Actor
 from domain.app import Shoal
-from domain.errors import InvalidTransition, NotFound
+from domain.errors import Conflict, InvalidTransition, NotFound
 from domain.messages import ProtocolError, decode_heartbeat
 from domain.plan import StepState
 from domain.policies import Connectivity
@@ -105,6 +105,13 @@ class HeartbeatMonitor:
         except NotFound:
             log.warning("heartbeat from an unknown worker", extra={"worker_id": sender})
             return
+        except Conflict:
+            # Its steps were recording it offline at the same moment: the next heartbeat
+            # (a couple of seconds away) records it online, rather than it staying offline.
+            self._heard.discard(sender)
+            log.info("worker online not recorded yet (a concurrent change); next heartbeat",
+                     extra={"worker_id": sender})
+            return
         if position is not None:
             log.info("worker came online", extra={"worker_id": sender})
 
@@ -133,10 +140,14 @@ class HeartbeatMonitor:
             if w["id"] in self._heard or w["health_status"] != HealthStatus.UNAVAILABLE.value:
                 self._heard.discard(w["id"])
                 detail = f"no heartbeat for {silent:.0f}s"
-                with contextlib.suppress(NotFound):
+                try:
                     await asyncio.to_thread(
                         self.app.record_worker_offline, UUID(w["id"]), detail, actor=self.actor
                     )
+                except NotFound:
+                    continue
+                except Conflict:
+                    continue  # written meanwhile (its steps saw it too): the next check settles it
                 log.warning("worker went offline", extra={"worker_id": w["id"], "detail": detail})
         for task_id, step, worker_id in await asyncio.to_thread(assignments, self.views):
             if self._silent_for(worker_id, now) <= self.timeout_s:

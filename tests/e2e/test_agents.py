@@ -156,7 +156,10 @@ def test_work_carries_on_after_the_nats_server_restarts(server: ServerProcess, a
         # The server restarts its nats-server on the same port; everyone reconnects.
         ids = [script(c, "echo after restart", worker_pool_id=pool)["id"] for _ in range(4)]
         done = [wait_task(c, tid, timeout=40) for tid in ids]
-    assert all(d["state"] == "success" for d in done), done
+        outcomes = [(d["state"], [(st["state"], st["worker_name"], st["reason"]) for st in d["steps"]])
+                    for d in done]
+        trouble = [line for line in server.lines if '"level":"error"' in line]
+        assert all(d["state"] == "success" for d in done), (outcomes, trouble)
 
 
 def test_a_result_reported_while_the_server_was_down_is_recorded_after_its_restart(
