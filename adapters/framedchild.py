@@ -16,7 +16,7 @@ import logging
 import signal
 from typing import cast
 
-from agent.pipe import BrokenPipeStream, Frame, FrameReader, encode
+from agent.pipe import BrokenPipeStream, Frame, FrameReader, MalformedFrame, encode
 
 # A process whose frames ended (it closed its end, e.g. on SIGTERM) gets this long to exit
 # on its own before it is killed: it may be removing its steps' folders.
@@ -46,6 +46,15 @@ class FramedChild(asyncio.SubprocessProtocol):
     def on_body(self, body: bytes) -> None:
         """One frame's body, as it came from the process."""
         raise NotImplementedError
+
+    def refuse_ready(self, frame: Frame, protocol: int) -> str | None:
+        """Check the process's ``ready`` frame: None when it can be taken, else why not (it
+        speaks another protocol); MalformedFrame when it comes a second time."""
+        if self.ready.done():
+            raise MalformedFrame("ready: sent twice")
+        if frame.get("protocol") != protocol:
+            return f"it speaks protocol {frame.get('protocol')!r}, the server {protocol}"
+        return None
 
     # -- asyncio's side --------------------------------------------------------------------
 

@@ -303,12 +303,9 @@ class ProjectorProcess:
                                 extra={"pid": child.pid, "error": child.error})
                 self._heard(child, progressed=False)
             elif op == "ready":
-                if child.ready.done():
-                    raise MalformedFrame("ready: sent twice")
-                if frame.get("protocol") != PROTOCOL:
-                    child.ready.set_exception(ProjectorError(
-                        f"it speaks protocol {frame.get('protocol')!r}, the server {PROTOCOL}"
-                    ))
+                refused = child.refuse_ready(frame, PROTOCOL)
+                if refused is not None:
+                    child.ready.set_exception(ProjectorError(refused))
                     return
                 position = number(frame, "position")
                 self.watch.advance(position)

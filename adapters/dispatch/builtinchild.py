@@ -149,12 +149,9 @@ class Child(FramedChild):
                 if task is not None:
                     task.cancel()
             elif op == "ready":
-                if self.ready.done():
-                    raise MalformedFrame("ready: sent twice")
-                if frame.get("protocol") != PROTOCOL:
-                    self.ready.set_exception(RuntimeError(
-                        f"it speaks protocol {frame.get('protocol')!r}, the server {PROTOCOL}"
-                    ))
+                refused = self.refuse_ready(frame, PROTOCOL)
+                if refused is not None:
+                    self.ready.set_exception(RuntimeError(refused))
                 else:
                     self.ready.set_result(None)
             else:
