@@ -96,7 +96,9 @@ class ServerContainer:
             log_limit_bytes=self.settings.step_log_limit_bytes,
             artifacts=self.objects(nats_subjects.ARTIFACTS_BUCKET),
         )
-        return Dispatcher(ctx, node=node, task_cap=self.settings.task_cap)
+        # With SQLite this node is the store's only writer (the data folder is locked).
+        return Dispatcher(ctx, node=node, task_cap=self.settings.task_cap,
+                          sole_writer=self.settings.database_url is None)
 
     def objects(self, bucket: str) -> ObjectFiles:
         """One object store bucket (``subjects.PACKAGES_BUCKET`` / ``ARTIFACTS_BUCKET``)."""

@@ -6,7 +6,8 @@ Measures, on SQLite (default) or PostgreSQL (--postgres URL):
     a task of its own; and the same for the parallel steps of one deployment process
     (--process-steps `true` steps started together), which pays the task's own events once;
   * pickup latency: Task.StepAssigned -> Task.StepStarted (process running), p50/p99,
-    from the events' own timestamps;
+    from the events' own timestamps; and for tasks queued one at a time, what a user
+    waits for: Task.Queued -> Task.StepStarted;
 and, in the same run, the raw baseline: spawning `bash script.sh` (a file holding `true`)
 with asyncio, --cap at a time, the same N times. Prints a table and one JSON line.
 
@@ -126,26 +127,37 @@ async def run_process(url: str, key: str, n: int, repeats: int = 3) -> float:
         return sorted(rates)[len(rates) // 2]
 
 
-def pickup_latencies(url: str, key: str, only: set[str] | None = None) -> list[float]:
-    def events(kind: str) -> dict[tuple[str, str], datetime]:
-        out: dict[tuple[str, str], datetime] = {}
-        after = 0
-        while True:
-            page = httpx.get(f"{url}/api/events", headers={"X-Api-Key": key},
-                             params={"type": kind, "after": after, "limit": 1000}).json()
-            for e in page["items"]:
-                out[(e["aggregate_id"], e["data"]["step"])] = datetime.fromisoformat(e["timestamp"])
-            if page["next"] is None:
-                return out
-            after = page["next"]
+def events(url: str, key: str, kind: str) -> dict[tuple[str, str], datetime]:
+    """When each event of ``kind`` happened, by (task id, step; "" for a task's own)."""
+    out: dict[tuple[str, str], datetime] = {}
+    after = 0
+    while True:
+        page = httpx.get(f"{url}/api/events", headers={"X-Api-Key": key},
+                         params={"type": kind, "after": after, "limit": 1000}).json()
+        for e in page["items"]:
+            out[(e["aggregate_id"], e["data"].get("step", ""))] = datetime.fromisoformat(e["timestamp"])
+        if page["next"] is None:
+            return out
+        after = page["next"]
 
-    assigned = events("Task.StepAssigned")
-    started = events("Task.StepStarted")
+
+def pickup_latencies(url: str, key: str, only: set[str] | None = None) -> list[float]:
+    """Step assigned -> its process running, in seconds."""
+    assigned = events(url, key, "Task.StepAssigned")
+    started = events(url, key, "Task.StepStarted")
     return [
         (started[k] - assigned[k]).total_seconds()
         for k in started
         if k in assigned and (only is None or k[0] in only)
     ]
+
+
+def queued_to_running(url: str, key: str, only: set[str]) -> list[float]:
+    """Task queued -> its step's process running, in seconds: what a user waits for."""
+    queued = events(url, key, "Task.Queued")
+    started = events(url, key, "Task.StepStarted")
+    return [(at - queued[(task, "")]).total_seconds()
+            for (task, _), at in started.items() if task in only]
 
 
 async def bare_spawns(n: int, cap: int, folder: Path) -> float:
@@ -206,6 +218,7 @@ def main() -> None:
             burst = pickup_latencies(url, key)
             quiet_ids = asyncio.run(run_one_at_a_time(url, key, args.quiet))
             quiet = pickup_latencies(url, key, quiet_ids)
+            waited = queued_to_running(url, key, quiet_ids)
             process_s = asyncio.run(run_process(url, key, args.process_steps))
         finally:
             proc.terminate()
@@ -224,19 +237,21 @@ def main() -> None:
     rows = [
         ("pickup p50, one at a time (ms)", pct(quiet, 0.5) * 1000),
         ("pickup p99, one at a time (ms)", pct(quiet, 0.99) * 1000),
+        ("queued -> running p50, one at a time (ms)", pct(waited, 0.5) * 1000),
+        ("queued -> running p99, one at a time (ms)", pct(waited, 0.99) * 1000),
         (f"pickup p50, burst of {args.tasks} (ms)", pct(burst, 0.5) * 1000),
         (f"pickup p99, burst of {args.tasks} (ms)", pct(burst, 0.99) * 1000),
     ]
     print(f"median of {args.repeat} bursts of {args.tasks}: "
           + ", ".join(f"{s:,.0f}" for s in steps_runs) + " steps/s")
     print(f"(the bench's own client used {client_ms:.2f} ms of CPU per task on the same cores)")
-    print(f"{'measurement':<40}{'value':>14}{'baseline':>14}{'ratio':>8}")
-    print(f"{'trivial steps/s (' + store + ')':<40}{steps_s:>14,.0f}{bare_s:>14,.0f}"
+    print(f"{'measurement':<44}{'value':>14}{'baseline':>14}{'ratio':>8}")
+    print(f"{'trivial steps/s (' + store + ')':<44}{steps_s:>14,.0f}{bare_s:>14,.0f}"
           f"{steps_s / bare_s:>8.0%}")
-    print(f"{f'  same, {args.process_steps} steps of one process':<40}{process_s:>14,.0f}"
+    print(f"{f'  same, {args.process_steps} steps of one process':<44}{process_s:>14,.0f}"
           f"{bare_s:>14,.0f}{process_s / bare_s:>8.0%}")
     for name, value in rows:
-        print(f"{name:<40}{value:>14.1f}")
+        print(f"{name:<44}{value:>14.1f}")
     print(json.dumps({
         "bench": "builtin", "store": store, "tasks": args.tasks, "task_cap": args.cap,
         "repeat": args.repeat, "steps_per_s": round(steps_s, 1),
@@ -247,6 +262,8 @@ def main() -> None:
         "process_steps_per_s": round(process_s, 1), "process_ratio": round(process_s / bare_s, 3),
         "pickup_quiet_p50_ms": round(pct(quiet, 0.5) * 1000, 2),
         "pickup_quiet_p99_ms": round(pct(quiet, 0.99) * 1000, 2),
+        "queued_to_running_quiet_p50_ms": round(pct(waited, 0.5) * 1000, 2),
+        "queued_to_running_quiet_p99_ms": round(pct(waited, 0.99) * 1000, 2),
         "pickup_burst_p50_ms": round(pct(burst, 0.5) * 1000, 2),
         "pickup_burst_p99_ms": round(pct(burst, 0.99) * 1000, 2),
         "targets": {"steps_per_s": 200, "ratio": 0.5, "pickup_p99_ms": 50},

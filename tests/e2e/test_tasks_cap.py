@@ -1,12 +1,18 @@
 """Server options that shape how tasks run: the task cap (`--task-cap 1`: one task at a
 time, in queue order; a queued task can be cancelled before it ever runs) and the worker
-wait limit (`--worker-wait-limit 1`: a step no worker takes fails once it is over)."""
+wait limit (`--worker-wait-limit 1`: a step no worker takes fails once it is over).
+Queued tasks start without waiting for the read models to show them (SQLite)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.tasks_support import (
@@ -14,12 +20,13 @@ from tests.e2e.tasks_support import (
     lines_of,
     log,
     parse_time,
+    pgrep,
     script,
     served,
     task,
     wait_task,
 )
-from tests.helpers import rid
+from tests.helpers import rid, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -94,3 +101,29 @@ def test_a_step_no_worker_takes_fails_after_the_wait_limit(srv: OptionServer) ->
     assert pool["name"] in s["reason"] and "1s" in s["reason"], s["reason"]
     assert s["worker_name"] is None and "never" not in lines_of(text, "Run script")
     assert after["state"] == "success", "the slot the waiting task held is free again"
+
+
+def test_queued_tasks_start_in_order_while_the_read_models_are_held_up(
+    srv: OptionServer, tmp_path: Path
+) -> None:
+    """With SQLite the server is the store's only writer, so it knows every queued task
+    the moment it is saved: a task starts at once, not once the projector has shown it
+    as queued, and still in queue order. A task cancelled meanwhile is passed over."""
+    out = tmp_path / "ran.txt"
+    (projector,) = (int(line.split()[0]) for line in pgrep(f"adapters.projector --data-dir {srv.data_dir} "))
+    with srv.client() as c:
+        os.kill(projector, signal.SIGSTOP)
+        try:
+            first = script(c, f"sleep 1.5; echo first >> {out}")
+            victim = script(c, f"echo victim >> {out}")
+            # Recorded at once; the answer would wait for the read models, so it is not awaited.
+            with contextlib.suppress(httpx.ReadTimeout):
+                c.post(f"/api/tasks/{victim['id']}/cancel", timeout=0.5)
+            last = script(c, f"echo last >> {out}")
+            ran = wait_until(lambda: out.exists() and out.read_text().split()[-1:] == ["last"],
+                             15, what="the queued tasks to run while the projector is stopped")
+            assert ran and out.read_text().split() == ["first", "last"]
+        finally:
+            os.kill(projector, signal.SIGCONT)
+        states = [wait_task(c, t["id"])["state"] for t in (first, victim, last)]
+    assert states == ["success", "cancelled", "success"]
