@@ -9,7 +9,10 @@ Measures, on SQLite (default) or PostgreSQL (--postgres URL):
     from the events' own timestamps; and for tasks queued one at a time, what a user
     waits for: Task.Queued -> Task.StepStarted;
 and, in the same run, the raw baseline: spawning `bash script.sh` (a file holding `true`)
-with asyncio, --cap at a time, the same N times. Prints a table and one JSON line.
+with asyncio, --cap at a time, the same N times; and the same loop with each spawn in a
+fresh folder holding its script, removed afterwards, which is what a step's working folder
+costs on this file system (on a journal-less ext4 that churns inodes, most of a
+millisecond of kernel time each). Prints a table and one JSON line.
 
 The client is ops/bench/wire.py, not httpx: on the same two cores as the server, httpx
 would spend about as much CPU per task as the server does; the CPU the client did use is
@@ -160,19 +163,29 @@ def queued_to_running(url: str, key: str, only: set[str]) -> list[float]:
             for (task, _), at in started.items() if task in only]
 
 
-async def bare_spawns(n: int, cap: int, folder: Path) -> float:
+async def bare_spawns(n: int, cap: int, folder: Path, fresh_folders: bool = False) -> float:
+    """Seconds to run `bash script.sh` (`true`) n times, cap at a time. With
+    ``fresh_folders``, each in a folder of its own holding its script, made before and
+    removed after, as a step's working folder is: what the file system alone costs."""
     script = folder / "script.sh"
     script.write_text("true\n")
     sem = asyncio.Semaphore(cap)
 
     async def one() -> None:
         async with sem:
+            cwd = Path(tempfile.mkdtemp(prefix="step-", dir=folder)) if fresh_folders else folder
+            own = cwd / "script.sh"
+            if fresh_folders:
+                own.write_text("true\n")
             proc = await asyncio.create_subprocess_exec(
-                "/bin/bash", str(script), cwd=folder,
+                "/bin/bash", str(own), cwd=cwd,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
             )
             await proc.communicate()
+            if fresh_folders:
+                own.unlink()
+                cwd.rmdir()
 
     started = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(n)))
@@ -225,6 +238,8 @@ def main() -> None:
             proc.wait(20)
         bare_runs = [asyncio.run(bare_spawns(args.tasks, args.cap, Path(tmp)))
                      for _ in range(args.repeat)]
+        folder_runs = [asyncio.run(bare_spawns(args.tasks, args.cap, Path(tmp), fresh_folders=True))
+                       for _ in range(args.repeat)]
     if schema is not None:
         import psycopg
 
@@ -233,6 +248,7 @@ def main() -> None:
     steps_runs = [args.tasks / took for took in burst_runs]
     steps_s = statistics.median(steps_runs)
     bare_s = statistics.median(args.tasks / took for took in bare_runs)
+    folder_s = statistics.median(args.tasks / took for took in folder_runs)
     store = "postgresql" if args.postgres else "sqlite"
     rows = [
         ("pickup p50, one at a time (ms)", pct(quiet, 0.5) * 1000),
@@ -250,6 +266,8 @@ def main() -> None:
           f"{steps_s / bare_s:>8.0%}")
     print(f"{f'  same, {args.process_steps} steps of one process':<44}{process_s:>14,.0f}"
           f"{bare_s:>14,.0f}{process_s / bare_s:>8.0%}")
+    print(f"{'  same, against spawns in fresh folders':<44}{steps_s:>14,.0f}{folder_s:>14,.0f}"
+          f"{steps_s / folder_s:>8.0%}")
     for name, value in rows:
         print(f"{name:<44}{value:>14.1f}")
     print(json.dumps({
@@ -258,6 +276,8 @@ def main() -> None:
         "steps_per_s_runs": [round(s, 1) for s in steps_runs],
         "bare_spawns_per_s": round(bare_s, 1),
         "ratio": round(steps_s / bare_s, 3),
+        "bare_folder_spawns_per_s": round(folder_s, 1),
+        "ratio_to_folder_spawns": round(steps_s / folder_s, 3),
         "client_cpu_ms_per_task": round(client_ms, 3),
         "process_steps_per_s": round(process_s, 1), "process_ratio": round(process_s / bare_s, 3),
         "pickup_quiet_p50_ms": round(pct(quiet, 0.5) * 1000, 2),
