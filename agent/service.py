@@ -142,11 +142,20 @@ class AgentService:
         )
         self._revoked = asyncio.Event()
         self._violations = 0
+        # Registered with; the server's setting from then on (each instruction carries it).
+        self._capacity = registration.capacity
 
     @property
     def running(self) -> int:
         """How many steps run here now."""
         return len(self._running)
+
+    @property
+    def capacity(self) -> int:
+        """How many steps may run here at once: the capacity the latest instruction
+        carried (the worker's setting on the server, which may have changed since this
+        agent registered), else the one it registered with."""
+        return self._capacity
 
     def _fields(self, **more: Any) -> dict[str, Any]:
         return {"worker_id": self.registration.worker_id, **more}
@@ -261,7 +270,12 @@ class AgentService:
             return ExecAnswer(True, "already accepted")
         if not self._accepting:
             return ExecAnswer(False, "the agent is stopping")
-        if len(self._running) >= self.registration.capacity:
+        if step.capacity is not None and step.capacity != self._capacity:
+            log.info("capacity changed on the server",
+                     extra={**extra, "capacity": step.capacity, "was": self._capacity})
+            self._capacity = step.capacity
+            self._slot_free.set()  # a polling agent may fetch more now
+        if len(self._running) >= self._capacity:
             log.info("instruction refused: at capacity", extra=extra)
             return ExecAnswer(False, "at capacity")
         self._seen[step.key] = None
@@ -333,11 +347,11 @@ class AgentService:
 
     async def _poll(self) -> None:
         """Long-poll the work queue for as many instructions as there are free slots."""
-        reg, cfg = self.registration, self._config
+        cfg = self._config
         subscription = None
         failures = 0
         while True:
-            free = reg.capacity - len(self._running)
+            free = self._capacity - len(self._running)
             if free <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()

@@ -58,7 +58,10 @@ class PackageRef:
 @dataclass(frozen=True)
 class ExecStep:
     """Run one script step. ``expires_at`` (epoch seconds): an agent that finds this in
-    its queue later than that drops it, the server has given up on it by then."""
+    its queue later than that drops it, the server has given up on it by then.
+    ``capacity``: how many steps the worker may run at once, as the server has it when it
+    assigns this one; the agent follows it, so a capacity changed on the server since the
+    agent registered applies at once (None from servers that do not say)."""
 
     worker_id: str
     task_id: str
@@ -71,6 +74,7 @@ class ExecStep:
     max_log_bytes: int
     expires_at: float
     packages: tuple[PackageRef, ...] = ()
+    capacity: int | None = None
     kind: Literal["exec"] = "exec"
 
     @property
@@ -219,6 +223,9 @@ def decode_instruction(data: bytes) -> Instruction:
                 _get(p, "file_name", str, optional=True) or "",
             ))
         timeout = _get(obj, "timeout_s", (int, float), optional=True)
+        capacity = _get(obj, "capacity", int, optional=True)
+        if capacity is not None and capacity < 1:
+            raise ProtocolError("'capacity' is at least 1")
         return ExecStep(
             worker_id=_get(obj, "worker_id", str), task_id=_get(obj, "task_id", str),
             step=_get(obj, "step", str), assignment=_get(obj, "assignment", int),
@@ -226,6 +233,7 @@ def decode_instruction(data: bytes) -> Instruction:
             timeout_s=float(timeout) if timeout is not None else None,
             max_log_bytes=_get(obj, "max_log_bytes", int),
             expires_at=float(_get(obj, "expires_at", (int, float))), packages=tuple(packages),
+            capacity=capacity,
         )
     if kind == "cancel":
         return CancelStep(

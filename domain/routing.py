@@ -61,11 +61,12 @@ class RunOnBuiltIn:
 
 @dataclass(frozen=True)
 class RunOnWorker:
-    """Run on this worker."""
+    """Run on this worker, which may run ``capacity`` steps at once (its setting now)."""
 
     pool_id: UUID
     worker_id: UUID
     worker_name: str
+    capacity: int
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def route(
     least = min(m.running for m in able)
     tied = sorted((m for m in able if m.running == least), key=lambda m: m.worker_id)
     chosen = tied[turn % len(tied)]
-    return RunOnWorker(pool_id, chosen.worker_id, chosen.name)
+    return RunOnWorker(pool_id, chosen.worker_id, chosen.name, chosen.capacity)
 
 
 def _why_none(members: tuple[Candidate, ...]) -> str:

@@ -32,7 +32,7 @@ class ExternalStep:
 
     def __init__(
         self, run: TaskRun, execution: Execution, worker_id: UUID, worker_name: str,
-        pool_name: str, packages: tuple[PackageRef, ...] = (),
+        pool_name: str, packages: tuple[PackageRef, ...] = (), capacity: int | None = None,
     ) -> None:
         self.run_ = run
         self.packages = packages
@@ -41,6 +41,7 @@ class ExternalStep:
         self.worker_id = worker_id
         self.worker_name = worker_name
         self.pool_name = pool_name
+        self.capacity = capacity
 
     async def run(self) -> StepState | None:
         """Send the step to the worker (its assignment is recorded) and follow it. None:
@@ -58,7 +59,7 @@ class ExternalStep:
             timeout_s=step.timeout_s, max_log_bytes=ctx.log_limit_bytes,
             # A polling agent back after this finds the server has given up on it.
             expires_at=time.time() + ctx.wait_limit_s,
-            packages=self.packages,
+            packages=self.packages, capacity=self.capacity,
         )
         try:
             comms = await ctx.hub.comms_style(self.worker_id)

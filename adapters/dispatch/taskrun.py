@@ -403,7 +403,8 @@ class TaskRun:
             if await self._is_ssh(decision.worker_id):
                 return await run_on_ssh(self, execution, decision, pool_name, packages)
             worker = ExternalStep(
-                self, execution, decision.worker_id, decision.worker_name, pool_name, packages
+                self, execution, decision.worker_id, decision.worker_name, pool_name, packages,
+                decision.capacity,
             )
             return await worker.run()
         finally:

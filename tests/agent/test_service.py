@@ -195,6 +195,45 @@ def test_a_full_listening_agent_refuses_more_work_and_cancel_frees_it(tmp_path: 
     asyncio.run(body())
 
 
+def test_a_listening_agent_follows_the_capacity_the_server_sends(tmp_path: Path) -> None:
+    """Registered for one step at a time; the worker's capacity raised on the server to 2
+    (each instruction says so): the agent takes a second step, and refuses a third."""
+    async def body() -> None:
+        async with agent_env(tmp_path, capacity=1) as env:
+            await env.start_agent()
+            first = exec_step("exec sleep 30", task="first")
+            assert (await env.exec(first)).accepted
+            assert (await env.exec(exec_step("exec sleep 30", task="second", capacity=2))).accepted
+            third = await env.exec(exec_step("true", task="third", capacity=2))
+            assert (third.accepted, third.reason) == (False, "at capacity")
+            assert env.agent.service.capacity == 2
+            # Lowered again: nothing new until the running steps are below it.
+            lowered = await env.exec(exec_step("true", task="fourth", capacity=1))
+            assert (lowered.accepted, lowered.reason) == (False, "at capacity")
+
+    asyncio.run(body())
+
+
+def test_a_polling_agent_fetches_up_to_the_capacity_the_server_sends(tmp_path: Path) -> None:
+    """Registered for one step at a time, three queued steps saying the capacity is now 3
+    run side by side (all three are running at once), not one after another."""
+    async def body() -> None:
+        async with agent_env(tmp_path, comms_style="polling", capacity=1) as env:
+            marks = [tmp_path / f"running-{i}" for i in range(3)]
+            # Each step waits until all three have started; one at a time, none would end.
+            steps = [exec_step(f"touch {mark}; for _ in $(seq 100); do "
+                               f"[ -e {marks[0]} ] && [ -e {marks[1]} ] && [ -e {marks[2]} ] && exit 0; "
+                               "sleep 0.05; done; exit 7", task=f"t{i}", capacity=3)
+                     for i, mark in enumerate(marks)]
+            for step in steps:
+                await env.queue(step)
+            await env.start_agent()
+            for step in steps:
+                assert (await env.finished(step, timeout=15))[-1].outcome == "success"
+
+    asyncio.run(body())
+
+
 @pytest.mark.parametrize(("script", "status", "detail"), [
     ("echo all good", "healthy", "all good"),
     ('shoal_warn "disk is 91% full"; echo carried on', "has_warnings", "disk is 91% full"),

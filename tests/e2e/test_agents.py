@@ -249,6 +249,26 @@ def test_capacity_limits_what_one_agent_runs_at_once(server: ServerProcess, agen
         assert overlapping <= 2, spans
 
 
+@pytest.mark.parametrize("style", ["listening", "polling"])
+def test_a_capacity_raised_on_the_server_applies_to_a_running_agent(
+    server: ServerProcess, agents: Any, tmp_path: Path, style: str
+) -> None:
+    with server.client() as c:
+        pool = new_pool(c)
+        agent = agents(pool, style, "--capacity", "1").start()
+        worker = c.get("/api/workers", params={"name": agent.name}).json()["items"][0]
+        assert c.patch(f"/api/workers/{worker['id']}", json={"capacity": 3}).status_code == 200
+        marks = [tmp_path / f"{style}-running-{i}" for i in range(3)]
+        # Each step ends well only once all three have started: one at a time, none would.
+        all_running = " && ".join(f"[ -e {m} ]" for m in marks)
+        ids = [script(c, f"touch {mark}; for _ in $(seq 200); do {all_running} && exit 0; "
+                         "sleep 0.05; done; echo 'ran alone' >&2; exit 7", worker_pool_id=pool)["id"]
+               for mark in marks]
+        done = [wait_task(c, tid, timeout=40) for tid in ids]
+        assert [d["state"] for d in done] == ["success"] * 3, [(d, log(c, d["id"])) for d in done]
+    assert {d["steps"][0]["worker_name"] for d in done} == {agent.name}
+
+
 def test_agent_cli_errors(server: ServerProcess, tmp_path: Path) -> None:
     def register(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -78,6 +78,8 @@ def test_reports_and_heartbeats_round_trip() -> None:
     (b'{"kind": "cancel", "worker_id": "w", "task_id": "t", "step": "s", "assignment": true}',
      "'assignment' has the wrong type"),
     (b'{"kind": "cancel", "worker_id": "w", "task_id": "t", "step": "s"}', "'assignment' is missing"),
+    (orjson.dumps({**orjson.loads(encode(EXEC)), "capacity": 0}), "'capacity' is at least 1"),
+    (orjson.dumps({**orjson.loads(encode(EXEC)), "capacity": "8"}), "'capacity' has the wrong type"),
 ])
 def test_malformed_instructions_are_refused(data: bytes, error: str) -> None:
     with pytest.raises(ProtocolError, match=error):

@@ -149,6 +149,8 @@ def test_route_matches_the_rule(step: str, target: str, members: str, built_in: 
         assert got.worker_id in expected.workers
         chosen = next(c for c in MEMBER_SETS[members] if c.worker_id == got.worker_id)
         assert got.worker_name == chosen.name
+        # The agent is told the capacity the server has for it now (it may have changed).
+        assert got.capacity == chosen.capacity
     if isinstance(got, Wait | Refuse):
         for word in expected.words:
             assert word in got.reason, (word, got.reason)
@@ -214,7 +216,7 @@ def test_tie_order_does_not_depend_on_member_order(turn: int) -> None:
 def test_a_mix_with_a_free_worker_runs_on_the_least_busy() -> None:
     got = call("step-none", "target-none", MEMBER_SETS["mix-least-busy"], True)
 
-    assert got == RunOnWorker(DEFAULT, UUID(int=104), "w4")
+    assert got == RunOnWorker(DEFAULT, UUID(int=104), "w4", 4)
 
 
 def test_refuse_says_how_to_get_going_again() -> None:
@@ -254,13 +256,13 @@ def test_resolve_pool_step_pool_wins_then_target_pool_then_default(
 def test_a_step_naming_no_pool_runs_in_the_target_pool() -> None:
     got = call("step-none", "target-other", MEMBER_SETS["one-free"], True)
 
-    assert got == RunOnWorker(TARGET, UUID(int=101), "w1")
+    assert got == RunOnWorker(TARGET, UUID(int=101), "w1", 2)
 
 
 def test_a_pool_named_by_the_step_wins_over_the_target_pool() -> None:
     got = call("step-other", "target-other", MEMBER_SETS["one-free"], True)
 
-    assert got == RunOnWorker(OTHER, UUID(int=101), "w1")
+    assert got == RunOnWorker(OTHER, UUID(int=101), "w1", 2)
 
 
 def test_a_step_naming_the_default_pool_wins_over_the_target_pool() -> None:
