@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from uuid import UUID
@@ -119,6 +120,10 @@ class Step:
     skip_if_no_targets: bool = False
     # Run only in runs into these environments (by name); none: everywhere.
     environments: tuple[str, ...] = field(default=())
+    # The same environments by id, in the same order (set when the process is saved; empty
+    # in processes saved before ids were kept): a run takes their names at that moment,
+    # so renaming an environment does not leave the step scoped to a name that is gone.
+    environment_ids: tuple[UUID, ...] = field(default=())
 
 
 def check_script(syntax: Syntax | None, script_body: str | None, step: str | None = None) -> None:
@@ -199,6 +204,18 @@ def clean_step_environments(names: tuple[str, ...], step: str) -> tuple[str, ...
             raise Rejected(f"step {step!r}: environment {name!r} is listed twice")
         cleaned.append(name)
     return tuple(cleaned)
+
+
+def with_current_environments(step: Step, names: Mapping[UUID, str]) -> Step:
+    """The step scoped to its environments under their names now (``names``: every
+    environment that exists, or at least the step's, by id). One that no longer exists
+    keeps the name it was saved with, which no run is into: the step is skipped rather
+    than run everywhere. A step saved without ids is returned as it is."""
+    if not step.environment_ids:
+        return step
+    current = tuple(names.get(env_id, saved)
+                    for env_id, saved in zip(step.environment_ids, step.environments, strict=True))
+    return step if current == step.environments else replace(step, environments=current)
 
 
 def check_step_packages(packages: tuple[tuple[str, str], ...], step: str) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from domain.environments import Environment
 from domain.process import Step
 from domain.projects import Project
 from projections.base import Projection, handles, iso
@@ -58,6 +59,21 @@ class ProjectList(Projection):
     def _process(self, e: Project.ProcessChanged, position: int, cur: Cursor) -> None:
         steps = orjson.dumps([step_dict(s) for s in e.steps]).decode()
         cur.execute("UPDATE rm_projects SET steps = ? WHERE id = ?", (steps, str(e.originator_id)))
+
+    @handles(Environment.Renamed)
+    def _environment_renamed(self, e: Environment.Renamed, position: int, cur: Cursor) -> None:
+        # Steps scoped to it show its new name, as runs from now on will use it.
+        env_id = str(e.originator_id)
+        cur.execute("SELECT id, steps FROM rm_projects WHERE steps LIKE ?", (f"%{env_id}%",))
+        for project_id, text in cur.fetchall():
+            steps = orjson.loads(text)
+            for step in steps:
+                ids = step.get("environment_ids") or []
+                if env_id in ids:
+                    step["environments"] = [e.name if i == env_id else name
+                                            for i, name in zip(ids, step["environments"], strict=True)]
+            cur.execute("UPDATE rm_projects SET steps = ? WHERE id = ?",
+                        (orjson.dumps(steps).decode(), project_id))
 
     @handles(Project.Deleted)
     def _deleted(self, e: Project.Deleted, position: int, cur: Cursor) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from uuid import UUID
 
@@ -10,7 +11,7 @@ from domain.app.base import CommandsBase, Saved, command
 from domain.app.environments import EnvironmentCommands
 from domain.app.pools import PoolCommands
 from domain.errors import NotFound, Rejected
-from domain.process import Step, check_process
+from domain.process import Step, check_process, with_current_environments
 from domain.projects import Project
 from domain.rules import clean_description, clean_name
 
@@ -88,15 +89,28 @@ class ProjectCommands(EnvironmentCommands, PoolCommands, CommandsBase):
         return checked
 
     def _known_environments(self, step: Step) -> Step:
-        names = []
+        found = []
         for name in step.environments:
             try:
-                names.append(self.resolve_environment(name).name)
+                found.append(self.resolve_environment(name))
             except NotFound:
                 raise Rejected(
                     f"step {step.name!r}: environment {name!r} does not exist"
                 ) from None
-        return replace(step, environments=tuple(names)) if names else step
+        if not found:
+            return replace(step, environment_ids=())
+        return replace(step, environments=tuple(e.name for e in found),
+                       environment_ids=tuple(e.id for e in found))
+
+    def current_environments(self, step: Step) -> Step:
+        """``step`` scoped to its environments under their names now (see
+        with_current_environments)."""
+        names = {}
+        for env_id in step.environment_ids:
+            # Deleted: the step keeps the old name, which no run is into.
+            with contextlib.suppress(NotFound):
+                names[env_id] = self.get_environment(env_id).name
+        return with_current_environments(step, names)
 
     @command
     def set_process(

@@ -98,7 +98,8 @@ class TaskCommands(ProjectCommands, EnvironmentCommands, CommandsBase):
             kind=TaskKind.DEPLOYMENT,
             name=project.name,
             project_id=project.id,
-            steps=project.steps,
+            # Under the names its environments have now, as the run's own environment is.
+            steps=tuple(self.current_environments(s) for s in project.steps),
             actor=actor,
             environment_id=into.id if into is not None else None,
             environment_name=into.name if into is not None else None,

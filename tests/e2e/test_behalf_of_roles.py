@@ -224,6 +224,17 @@ def test_steps_scoped_to_environments_are_skipped_elsewhere(server: ServerProces
         assert step(done, "prod only")["state"] == "success"
         assert lines_of(log(c, done["id"]), "prod only") == ["live"]
 
+        # Renamed after the process was saved: the step follows it, in the project and in runs.
+        renamed = rid("Production")
+        assert c.patch(f"/api/environments/{prod['id']}", json={"name": renamed}).status_code == 200
+        assert c.get(f"/api/projects/{p['id']}").json()["steps"][1]["environments"] == [renamed]
+        into_renamed = c.post(f"/api/projects/{p['id']}/runs", json={"environment": renamed}).json()
+        done = wait_task(c, into_renamed["id"])
+        assert step(done, "prod only")["state"] == "success", step(done, "prod only")
+        into_test = c.post(f"/api/projects/{p['id']}/runs", json={"environment": test["id"]}).json()
+        assert step(wait_task(c, into_test["id"]), "prod only")["reason"] == (
+            f"it runs only in {renamed!r}, not in {test['name']!r}")
+
 
 def test_bad_input_changes_nothing(server: ServerProcess) -> None:
     with server.client() as c:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -20,6 +20,7 @@ from domain.process import (
     check_process,
     check_script,
     check_step,
+    with_current_environments,
 )
 from domain.rules import MAX_NAME_LENGTH
 
@@ -162,3 +163,28 @@ def test_a_process_with_more_than_max_steps_is_rejected() -> None:
 
     with pytest.raises(Rejected, match=f"at most {MAX_STEPS} steps"):
         check_process(process)
+
+
+PROD, TEST = UUID(int=1), UUID(int=2)
+SCOPED = replace(SCRIPT, environments=("Prod", "Test"), environment_ids=(PROD, TEST))
+
+
+@pytest.mark.parametrize(("step", "names", "expected"), [
+    # Renamed since the process was saved: the step follows.
+    (SCOPED, {PROD: "Production", TEST: "Test"}, ("Production", "Test")),
+    # Unchanged.
+    (SCOPED, {PROD: "Prod", TEST: "Test"}, ("Prod", "Test")),
+    # Deleted: the old name stays (no run is into it), never "everywhere".
+    (SCOPED, {TEST: "QA"}, ("Prod", "QA")),
+    (SCOPED, {}, ("Prod", "Test")),
+    # Saved before ids were kept, or not scoped at all: as it is.
+    (replace(SCRIPT, environments=("Prod",)), {PROD: "Production"}, ("Prod",)),
+    (SCRIPT, {PROD: "Production"}, ()),
+])
+def test_a_run_takes_the_current_names_of_a_step_s_environments(
+    step: Step, names: dict[UUID, str], expected: tuple[str, ...]
+) -> None:
+    got = with_current_environments(step, names)
+
+    assert got.environments == expected
+    assert got.environment_ids == step.environment_ids
