@@ -21,6 +21,7 @@ from projections.audit import REDACTED, read_events
 from projections.membership import members_of, running_steps
 from projections.policies import list_policies
 from projections.pools import get_pool, list_pools
+from projections.projects import get_project
 from projections.runner import ProjectionRunner
 from projections.tasks import get_task, target_runs
 from projections.workers import get_worker, list_workers
@@ -325,3 +326,27 @@ def test_a_step_on_behalf_of_roles_shows_one_execution_per_target(
     (deploy,) = get_task(views, str(task))["steps"]  # type: ignore[index]
     assert [x["state"] for x in deploy["executions"]] == ["success", "skipped"]
     assert target_runs(views, str(targets[0]))[0][0]["task_state"] == "cancelled"
+
+
+def test_a_project_shows_a_renamed_environment_under_its_new_name(
+    app: Shoal, views: Views, new_runner: Callable[..., ProjectionRunner]
+) -> None:
+    live = app.create_environment(name="Live", actor=TESTER).aggregate.id
+    app.create_environment(name="Test", actor=TESTER)
+    project = app.create_project(name="scoped", actor=TESTER).aggregate.id
+    app.set_process(project, steps=(
+        Step(name="both", action=Action.SCRIPT, syntax=Syntax.BASH, script_body="true",
+             environments=("test", "live")),
+        Step(name="test only", action=Action.SCRIPT, syntax=Syntax.BASH, script_body="true",
+             environments=("Test",)),
+    ), actor=TESTER)
+    app.update_environment(live, name="Production", actor=TESTER)
+    runner = new_runner(app, views)
+    runner.setup()
+    runner.catch_up()
+
+    row = get_project(views, str(project))
+    assert row is not None
+    assert [s["environments"] for s in row["steps"]] == [["Test", "Production"], ["Test"]]
+    task = app.queue_run(project, environment="Production", actor=TESTER).aggregate
+    assert [s.environments for s in task.steps] == [("Test", "Production"), ("Test",)]
