@@ -211,8 +211,8 @@ def with_current_environments(step: Step, names: Mapping[UUID, str]) -> Step:
     environment that exists, or at least the step's, by id). One that no longer exists
     keeps the name it was saved with, which no run is into: the step is skipped rather
     than run everywhere. A step saved without ids is returned as it is."""
-    if not step.environment_ids:
-        return step
+    if not step.environment_ids or len(step.environment_ids) != len(step.environments):
+        return step  # no ids kept (or lists that do not line up): the names as saved
     current = tuple(names.get(env_id, saved)
                     for env_id, saved in zip(step.environment_ids, step.environments, strict=True))
     return step if current == step.environments else replace(step, environments=current)

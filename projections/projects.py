@@ -69,7 +69,9 @@ class ProjectList(Projection):
             steps = orjson.loads(text)
             for step in steps:
                 ids = step.get("environment_ids") or []
-                if env_id in ids:
+                # A projection must never fail on a stored event: lists that do not line
+                # up (never written so) are left as they are.
+                if env_id in ids and len(ids) == len(step["environments"]):
                     step["environments"] = [e.name if i == env_id else name
                                             for i, name in zip(ids, step["environments"], strict=True)]
             cur.execute("UPDATE rm_projects SET steps = ? WHERE id = ?",

@@ -180,6 +180,7 @@ SCOPED = replace(SCRIPT, environments=("Prod", "Test"), environment_ids=(PROD, T
     # Saved before ids were kept, or not scoped at all: as it is.
     (replace(SCRIPT, environments=("Prod",)), {PROD: "Production"}, ("Prod",)),
     (SCRIPT, {PROD: "Production"}, ()),
+    (replace(SCRIPT, environments=("Prod",), environment_ids=(PROD, TEST)), {PROD: "X"}, ("Prod",)),
 ])
 def test_a_run_takes_the_current_names_of_a_step_s_environments(
     step: Step, names: dict[UUID, str], expected: tuple[str, ...]
