@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import TypeVar
 from uuid import UUID
 
 from domain.codec import register_enum, register_record
@@ -13,6 +14,9 @@ from domain.errors import Rejected
 from domain.packages import MAX_PACKAGES_PER_STEP, check_package_id, check_version
 from domain.rules import MAX_DURATION_S, clean_name, name_key
 from domain.targets import clean_roles
+
+# An environment id: a UUID in the domain, its text in a read model.
+K = TypeVar("K", bound=Hashable)
 
 MAX_SCRIPT_BYTES = 1024 * 1024
 MAX_STEPS = 200
@@ -206,15 +210,23 @@ def clean_step_environments(names: tuple[str, ...], step: str) -> tuple[str, ...
     return tuple(cleaned)
 
 
+def current_environment_names(
+    ids: Sequence[K], saved: Sequence[str], names: Mapping[K, str]
+) -> tuple[str, ...]:
+    """A step's environments (``ids``, and the names ``saved`` with them) under their
+    names now (``names``: by id, at least the step's that still exist). One that no longer
+    exists keeps the name it was saved with, which no run is into: the step is skipped
+    rather than run everywhere. Without ids, or with lists that do not line up (never
+    written so, but a projection must not fail on a stored event), the names as saved."""
+    if not ids or len(ids) != len(saved):
+        return tuple(saved)
+    return tuple(names.get(env_id, name) for env_id, name in zip(ids, saved, strict=True))
+
+
 def with_current_environments(step: Step, names: Mapping[UUID, str]) -> Step:
-    """The step scoped to its environments under their names now (``names``: every
-    environment that exists, or at least the step's, by id). One that no longer exists
-    keeps the name it was saved with, which no run is into: the step is skipped rather
-    than run everywhere. A step saved without ids is returned as it is."""
-    if not step.environment_ids or len(step.environment_ids) != len(step.environments):
-        return step  # no ids kept (or lists that do not line up): the names as saved
-    current = tuple(names.get(env_id, saved)
-                    for env_id, saved in zip(step.environment_ids, step.environments, strict=True))
+    """The step scoped to its environments under their names now (see
+    current_environment_names)."""
+    current = current_environment_names(step.environment_ids, step.environments, names)
     return step if current == step.environments else replace(step, environments=current)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from domain.environments import Environment
-from domain.process import Step
+from domain.process import Step, current_environment_names
 from domain.projects import Project
 from projections.base import Projection, handles, iso
 from projections.sql import Cursor, Database, page
@@ -67,15 +67,16 @@ class ProjectList(Projection):
         cur.execute("SELECT id, steps FROM rm_projects WHERE steps LIKE ?", (f"%{env_id}%",))
         for project_id, text in cur.fetchall():
             steps = orjson.loads(text)
+            changed = False
             for step in steps:
                 ids = step.get("environment_ids") or []
-                # A projection must never fail on a stored event: lists that do not line
-                # up (never written so) are left as they are.
-                if env_id in ids and len(ids) == len(step["environments"]):
-                    step["environments"] = [e.name if i == env_id else name
-                                            for i, name in zip(ids, step["environments"], strict=True)]
-            cur.execute("UPDATE rm_projects SET steps = ? WHERE id = ?",
-                        (orjson.dumps(steps).decode(), project_id))
+                if env_id in ids:
+                    current = list(current_environment_names(ids, step["environments"], {env_id: e.name}))
+                    changed |= current != step["environments"]
+                    step["environments"] = current
+            if changed:  # the LIKE also matches an id that only appears in a script
+                cur.execute("UPDATE rm_projects SET steps = ? WHERE id = ?",
+                            (orjson.dumps(steps).decode(), project_id))
 
     @handles(Project.Deleted)
     def _deleted(self, e: Project.Deleted, position: int, cur: Cursor) -> None:

@@ -98,7 +98,7 @@ class ProjectCommands(EnvironmentCommands, PoolCommands, CommandsBase):
                     f"step {step.name!r}: environment {name!r} does not exist"
                 ) from None
         if not found:
-            return replace(step, environment_ids=())
+            return step
         return replace(step, environments=tuple(e.name for e in found),
                        environment_ids=tuple(e.id for e in found))
 
