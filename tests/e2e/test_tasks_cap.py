@@ -123,6 +123,10 @@ def test_queued_tasks_start_in_order_while_the_read_models_are_held_up(
             ran = wait_until(lambda: out.exists() and out.read_text().split()[-1:] == ["last"],
                              15, what="the queued tasks to run while the projector is stopped")
             assert ran and out.read_text().split() == ["first", "last"]
+            # The log's read model is held up too: a clear 503, not a log cut short (or a
+            # 404 for a task that exists).
+            r = c.get(f"/api/tasks/{first['id']}/log")
+            assert r.status_code == 503 and "read models are behind" in r.text, (r.status_code, r.text)
         finally:
             os.kill(projector, signal.SIGCONT)
         states = [wait_task(c, t["id"])["state"] for t in (first, victim, last)]
