@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -12,6 +13,11 @@ import httpx
 import orjson
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+# How long a read answered 503 ("try again shortly") is asked again before the command
+# gives up, and the longest pause between two tries whatever Retry-After says.
+PATIENCE_S = 120.0
+MAX_PAUSE_S = 5.0
 
 
 class CliError(Exception):
@@ -27,12 +33,61 @@ def fail(message: str, code: int) -> NoReturn:
     raise CliError(message, code)
 
 
-def client(server: str, api_key: str) -> httpx.Client:
-    """An HTTP client for the server with the key."""
+def client(server: str, api_key: str, patience_s: float = PATIENCE_S) -> httpx.Client:
+    """An HTTP client for the server with the key; its reads ride out a server that is
+    briefly unable to answer (see PatientReads)."""
     return httpx.Client(
         base_url=server.rstrip("/"), headers={"X-Api-Key": api_key},
         timeout=httpx.Timeout(30.0, read=None),
+        transport=PatientReads(httpx.HTTPTransport(), patience_s),
     )
+
+
+class PatientReads(httpx.BaseTransport):
+    """Asks a GET again while the server answers 503, as long as ``patience_s`` allows,
+    pausing as its Retry-After says (at most MAX_PAUSE_S). A 503 means "not now, soon":
+    the read models are catching up after a burst, or the message bus is reconnecting;
+    a read is safe to repeat, and a user running `run-script --wait` wants the log, not
+    exit 3 because the server was busy for a few seconds. Nothing else is repeated: a 503
+    after a POST can mean the change was recorded. Says once on stderr that it waits."""
+
+    def __init__(
+        self, inner: httpx.BaseTransport, patience_s: float,
+        notice: Callable[[str], None] | None = None,
+    ) -> None:
+        self._inner = inner
+        self._patience_s = patience_s
+        self._notice = notice or (lambda text: print(text, file=sys.stderr, flush=True))
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        deadline = time.monotonic() + self._patience_s
+        noticed = False
+        while True:
+            response = self._inner.handle_request(request)
+            if request.method != "GET" or response.status_code != 503:
+                return response
+            pause = _retry_after(response)
+            if time.monotonic() + pause > deadline:
+                return response
+            response.read()
+            response.close()
+            if not noticed:
+                noticed = True
+                self._notice(f"the server cannot answer yet ({_detail(response)}); trying again")
+            time.sleep(pause)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """Seconds to pause before asking again: the server's Retry-After (in seconds), 1
+    when it gives none or a date."""
+    try:
+        pause = float(response.headers.get("retry-after", "1"))
+    except ValueError:
+        pause = 1.0
+    return min(max(pause, 0.0), MAX_PAUSE_S)
 
 
 def _detail(response: httpx.Response) -> str:

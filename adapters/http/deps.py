@@ -16,6 +16,9 @@ from domain.app import Shoal
 from domain.keys import Permission, grants
 from projections.sql import Database
 
+# On a 503 that passes once the read models catch up: when a client may ask again.
+RETRY_SOON = {"Retry-After": "1"}
+
 _api_key_header = APIKeyHeader(name="X-Api-Key", auto_error=False, description="An API key")
 _bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token")
 
@@ -53,7 +56,8 @@ async def fresh_views(request: Request) -> Database:
     if watch.position < target and not await watch.wait_async(
         target, container.settings.read_wait_s
     ):
-        raise HTTPException(503, "read models are behind the event log; try again shortly")
+        raise HTTPException(503, "read models are behind the event log; try again shortly",
+                            headers=RETRY_SOON)
     return container.views
 
 
@@ -95,7 +99,8 @@ def wait_for(container: ServerContainer, position: int) -> None:
     """Block until the read models include ``position`` (after a command)."""
     if not container.projector.watch.wait(position, container.settings.read_wait_s):
         raise HTTPException(
-            503, f"the change was recorded at position {position} but read models are behind"
+            503, f"the change was recorded at position {position} but read models are behind",
+            headers=RETRY_SOON,
         )
 
 

@@ -76,7 +76,7 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("message bus unavailable on %s %s: %s", request.method, request.url.path, exc)
         return JSONResponse(
             {"detail": f"the message bus is not available right now ({exc}); try again shortly"},
-            status_code=503,
+            status_code=503, headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(Exception)

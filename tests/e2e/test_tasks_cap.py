@@ -125,8 +125,10 @@ def test_queued_tasks_start_in_order_while_the_read_models_are_held_up(
             assert ran and out.read_text().split() == ["first", "last"]
             # The log's read model is held up too: a clear 503, not a log cut short (or a
             # 404 for a task that exists).
-            r = c.get(f"/api/tasks/{first['id']}/log")
+            with srv.client(patient=False) as impatient:
+                r = impatient.get(f"/api/tasks/{first['id']}/log")
             assert r.status_code == 503 and "read models are behind" in r.text, (r.status_code, r.text)
+            assert r.headers["retry-after"] == "1", "says when to ask again"
         finally:
             os.kill(projector, signal.SIGCONT)
         states = [wait_task(c, t["id"])["state"] for t in (first, victim, last)]

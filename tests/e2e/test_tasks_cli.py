@@ -3,8 +3,11 @@ and one clear line with exit 3 when the server is wrong or away."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ from tests.e2e.tasks_support import (
     free_port,
     lines_of,
     log,
+    pgrep,
     task_total,
     wait_task,
 )
@@ -61,6 +65,28 @@ def test_wait_streams_the_log_and_exits_with_the_outcome(srv: OptionServer, tmp_
     named = shoal(srv, "--file", str(path), *pool, "--syntax", "sh", "--wait")
     assert named.returncode == 0, named.stderr
     assert "[stdout] Run script | file:Default Worker Pool" in named.stdout
+
+
+def test_wait_rides_out_read_models_that_are_behind(srv: OptionServer) -> None:
+    """With the read models held up for longer than the server's read wait (5 s), the
+    log's first read is answered 503 "try again shortly": `--wait` tries again, says so
+    once, and streams the log once they catch up, instead of giving up with exit 3."""
+    (projector,) = (int(line.split()[0]) for line in pgrep(f"adapters.projector --data-dir {srv.data_dir} "))
+    cmd = [SHOAL, "run-script", "--server", srv.url, "--api-key", srv.admin_key,
+           "--script", "echo patient", "--wait"]
+    os.kill(projector, signal.SIGSTOP)
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(7.5)  # the server's read wait and one pause after its 503
+        still_waiting = proc.poll() is None
+    finally:
+        os.kill(projector, signal.SIGCONT)
+    out, err = proc.communicate(timeout=60)
+    assert still_waiting, (proc.returncode, out, err)
+    assert proc.returncode == 0, (out, err)
+    assert "[stdout] Run script | patient" in out and "Task success" in out
+    assert len(err.strip().splitlines()) == 1 and "read models are behind" in err, err
+    assert "Traceback" not in err
 
 
 def test_wrong_key_and_unreachable_server_are_exit_3_with_one_line(srv: OptionServer) -> None:
