@@ -315,8 +315,8 @@ async def health_check(
     (healthy, has_warnings, unhealthy; unavailable when the agent does not answer),
     recorded as the worker's health. CONTRACT.md says this creates a task; we answer with
     the check's result directly instead (a check is short and has no log worth keeping
-    beyond its detail). 404 for an unknown worker, 409 for an SSH worker (not supported
-    yet)."""
+    beyond its detail). Agents run the script themselves, SSH workers over their
+    connection. 404 for an unknown worker."""
     result = await container.hub.health.check_now(parse_id(worker_id, "worker"), actor)
     if result.position is not None:
         await asyncio.to_thread(wait_for, container, result.position)
