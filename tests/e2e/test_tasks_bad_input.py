@@ -75,6 +75,12 @@ CASES: list[tuple[str, Callable[[httpx.Client, dict], httpx.Response], tuple[int
     ("cancel an unknown task", lambda c, r: c.post(f"/api/tasks/{uuid.uuid4()}/cancel"), (404,), "not found"),
     ("intervention on a step that is not waiting", lambda c, r: c.post(
         f"/api/tasks/{r['done']['id']}/interventions/Run script", json={"decision": "approve"}), (409,), ""),
+    ("run_as_user with a NUL byte", lambda c, r: c.patch(
+        "/api/configuration/built-in-worker", json={"run_as_user": "ro\u0000ot"}), (422,), "valid user name"),
+    ("run_as_user with a slash", lambda c, r: c.patch(
+        "/api/configuration/built-in-worker", json={"run_as_user": "../root"}), (422,), "valid user name"),
+    ("run_as_user nobody has", lambda c, r: c.patch(
+        "/api/configuration/built-in-worker", json={"run_as_user": "no_such_user_x"}), (422,), "no OS user"),
     ("intervention with a bad decision", lambda c, r: c.post(
         f"/api/tasks/{r['done']['id']}/interventions/Run script", json={"decision": "maybe"}), (422,),
      "decision"),

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
 from adapters.http.deps import App, require
 from adapters.http.schemas import Request, position_header
 from domain.actors import Actor
-from domain.configuration import Smtp
+from domain.configuration import Smtp, check_run_as_user
 from domain.errors import Rejected
 from domain.keys import Permission
 
@@ -70,6 +70,8 @@ def patch_built_in(
 ) -> BuiltInWorkerOut:
     """Change the built-in worker's settings; 422 when the user does not exist here."""
     if body.run_as_user:
+        # The name rule first: the lookup itself fails on some malformed names (a NUL).
+        check_run_as_user(body.run_as_user)
         try:
             pwd.getpwnam(body.run_as_user)
         except KeyError:
