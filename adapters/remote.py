@@ -118,25 +118,73 @@ def request(c: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Res
         fail(f"cannot reach the server at {c.base_url}: {exc}", EXIT_UNREACHABLE)
 
 
-def sse(c: httpx.Client, path: str, headers: dict[str, str] | None = None) -> Iterator[tuple[str, bytes]]:
-    """(event, data) pairs of a Server-Sent Events stream."""
-    try:
-        with c.stream("GET", path, headers=headers or {}) as response:
-            if response.status_code >= 400:
-                response.read()
-                check(response)
-            event, data = "message", b""
-            for line in response.iter_lines():
-                if not line:
-                    if data:
-                        yield event, data
-                    event, data = "message", b""
-                elif line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:"):
-                    data += line[5:].strip().encode()
-    except httpx.TransportError as exc:
-        fail(f"lost the connection to {c.base_url}: {exc}", EXIT_UNREACHABLE)
+def sse(
+    c: httpx.Client, path: str, last_event_id: str | None = None, until: str | None = None,
+) -> Iterator[tuple[str, bytes]]:
+    """(event, data) pairs of a Server-Sent Events stream, up to an event named ``until``.
+
+    A stream that was open and is lost (the server restarts, a proxy drops it, it ends
+    before ``until``) is opened again with the last `id:` it sent as Last-Event-ID, so
+    nothing is skipped or repeated; for up to PATIENCE_S from the loss, saying once on
+    stderr that it reconnects, then exit 3. A server that cannot be reached at the start
+    is exit 3 at once."""
+    state = _StreamState(last_event_id)
+    ever_opened = False
+    lost_at: float | None = None
+    while True:
+        try:
+            for event, data in _sse_once(c, path, state):
+                yield event, data
+                if event == until:
+                    return
+            why = "the server ended the stream"
+        except httpx.TransportError as exc:
+            why = str(exc) or type(exc).__name__
+        if state.answered:  # that attempt got through: this is a new loss
+            ever_opened, lost_at = True, None
+        if not ever_opened:
+            fail(f"cannot reach the server at {c.base_url}: {why}", EXIT_UNREACHABLE)
+        if lost_at is None:
+            lost_at = time.monotonic()
+            print(f"lost the connection to {c.base_url} ({why}); reconnecting", file=sys.stderr,
+                  flush=True)
+        elif time.monotonic() - lost_at > PATIENCE_S:
+            fail(f"lost the connection to {c.base_url}: {why}", EXIT_UNREACHABLE)
+        time.sleep(1.0)
+
+
+class _StreamState:
+    """Where a stream is: the last event id it sent, and whether the last attempt to
+    open it was answered (a reconnect that got through starts the patience over)."""
+
+    def __init__(self, last_event_id: str | None) -> None:
+        self.last_event_id = last_event_id
+        self.answered = False
+
+
+def _sse_once(c: httpx.Client, path: str, state: _StreamState) -> Iterator[tuple[str, bytes]]:
+    """One connection's (event, data) pairs; keeps ``state.last_event_id`` current."""
+    state.answered = False
+    headers = {"Last-Event-ID": state.last_event_id} if state.last_event_id else {}
+    with c.stream("GET", path, headers=headers) as response:
+        if response.status_code >= 400:
+            response.read()
+            check(response)
+        state.answered = True
+        event, data, ident = "message", b"", None
+        for line in response.iter_lines():
+            if not line:
+                if data:
+                    if ident is not None:
+                        state.last_event_id = ident
+                    yield event, data
+                event, data, ident = "message", b"", None
+            elif line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data += line[5:].strip().encode()
+            elif line.startswith("id:"):
+                ident = line[3:].strip()
 
 
 def run_script(args: argparse.Namespace) -> int:
@@ -158,7 +206,7 @@ def run_script(args: argparse.Namespace) -> int:
         if not args.wait:
             return EXIT_OK
         state = "failed"
-        for event, data in sse(c, f"/api/tasks/{task['id']}/log?follow=1"):
+        for event, data in sse(c, f"/api/tasks/{task['id']}/log?follow=1", until="end"):
             item = orjson.loads(data)
             if event == "end":
                 state = item["state"]
@@ -171,7 +219,6 @@ def run_script(args: argparse.Namespace) -> int:
 def events_tail(args: argparse.Namespace) -> int:
     """Print the audit log from --after on, one JSON object per line, then follow it."""
     with client(args.server, args.api_key) as c:
-        headers = {"Last-Event-ID": str(args.after)} if args.after else None
-        for _, data in sse(c, "/api/events/stream", headers):
+        for _, data in sse(c, "/api/events/stream", str(args.after) if args.after else None):
             print(data.decode(), flush=True)
     return EXIT_OK

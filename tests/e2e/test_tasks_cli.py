@@ -89,6 +89,38 @@ def test_wait_rides_out_read_models_that_are_behind(srv: OptionServer) -> None:
     assert "Traceback" not in err
 
 
+def test_wait_follows_the_task_through_a_server_restart(tmp_path: Path) -> None:
+    """The server restarts while `--wait` streams a queued task's log: the CLI says once
+    that it reconnects, resumes after the last line it printed (nothing twice), and exits
+    with the task's outcome once it ran on the restarted server, not 3 for the lost
+    connection."""
+    port = free_port()
+    srv = OptionServer(tmp_path / "data", extra=["--port", str(port), "--task-cap", "1"])
+    srv.start()
+    try:
+        with srv.client() as c:
+            blocker = c.post("/api/tasks/script", json={"syntax": "bash", "script_body": "sleep 30"})
+            assert blocker.status_code == 201, blocker.text
+        cli = subprocess.Popen(
+            [SHOAL, "run-script", "--server", srv.url, "--api-key", srv.admin_key,
+             "--script", "echo after-restart", "--wait"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        time.sleep(2.0)  # queued behind the blocker, its log followed
+        assert cli.poll() is None, cli.communicate()
+        srv.stop()
+        srv.start()
+        assert srv.url.endswith(f":{port}")
+        out, err = cli.communicate(timeout=60)
+    finally:
+        srv.stop()
+    assert cli.returncode == 0, (out, err)
+    assert out.count("after-restart") == 1 and "Task success" in out, out
+    assert out.count("Task queued by") == 1, "lines printed before the restart are not repeated"
+    assert len(err.strip().splitlines()) == 1 and "reconnecting" in err, err
+    assert "Traceback" not in err
+
+
 def test_wrong_key_and_unreachable_server_are_exit_3_with_one_line(srv: OptionServer) -> None:
     with srv.client() as c:
         before = task_total(c)

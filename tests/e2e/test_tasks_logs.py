@@ -26,23 +26,29 @@ from tests.e2e.tasks_support import (
 pytestmark = pytest.mark.e2e
 
 
-def follow(srv: OptionServer, tid: str, on_line: Any = None) -> tuple[list[dict[str, Any]], dict | None]:
-    """Read the task's log as SSE until the `end` event: (lines, end data)."""
+def follow(
+    srv: OptionServer, tid: str, on_line: Any = None, last_event_id: str | None = None
+) -> tuple[list[dict[str, Any]], dict | None]:
+    """Read the task's log as SSE until the `end` event: (lines, end data); each line
+    with the `id` its message carried."""
     got: list[dict[str, Any]] = []
+    headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
     with srv.client() as c, c.stream(
-        "GET", f"/api/tasks/{tid}/log", params={"follow": 1}, timeout=60
+        "GET", f"/api/tasks/{tid}/log", params={"follow": 1}, timeout=60, headers=headers
     ) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
-        event = None
+        event = ident = None
         for raw in r.iter_lines():
             if raw.startswith("event: "):
                 event = raw[len("event: "):]
+            elif raw.startswith("id: "):
+                ident = raw[len("id: "):]
             elif raw.startswith("data: "):
                 data = orjson.loads(raw[len("data: "):])
                 if event == "end":
                     return got, data
-                got.append(data)
+                got.append({**data, "id": ident})
                 if on_line is not None:
                     on_line(data)
             elif not raw:
@@ -117,6 +123,22 @@ def test_follow_streams_lines_while_the_task_runs_then_ends(srv: OptionServer) -
     # Following a task that has already ended replays everything and ends at once.
     again, end_again = follow(srv, t["id"])
     assert [x["line"] for x in again] == whole.splitlines() and end_again == {"state": "failed"}
+
+
+def test_a_follow_resumes_after_its_last_event_id(srv: OptionServer) -> None:
+    """A client that lost the stream reconnects with the last id it got and receives the
+    lines after it: none skipped, none twice. An id that is not one of ours starts over."""
+    with srv.client() as c:
+        t = wait_task(c, script(c, "for i in 1 2 3 4 5; do echo line-$i; done")["id"])
+    whole, end = follow(srv, t["id"])
+    texts = [x["text"] for x in whole]
+    third = texts.index("line-3")
+    rest, rest_end = follow(srv, t["id"], last_event_id=whole[third]["id"])
+    assert [x["text"] for x in rest] == texts[third + 1:] and rest_end == end == {"state": "success"}
+    assert [x["id"] for x in rest] == [x["id"] for x in whole[third + 1:]]
+    for bogus in ("", "x", "12", "1.2.3", "-1.0", "9" * 40 + ".0"):
+        again, _ = follow(srv, t["id"], last_event_id=bogus)
+        assert [x["text"] for x in again] == texts, bogus
 
 
 def test_a_line_over_64_kib_is_cut_with_a_marker(srv: OptionServer) -> None:

@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from adapters.http.deps import Container, Views, require
+from adapters.http.schemas import MAX_POSITION
 from domain.actors import Actor
 from domain.keys import Permission
 from projections.audit import read_events
@@ -21,7 +22,6 @@ router = APIRouter(prefix="/api/events", tags=["audit"])
 CanAdminister = Annotated[Actor, Depends(require(Permission.ADMINISTER))]
 
 STREAM_BATCH = 500
-MAX_POSITION = 2**62  # positions are 64-bit in both stores
 KEEPALIVE_S = 15.0
 
 

@@ -9,13 +9,21 @@ from typing import Annotated
 from uuid import UUID
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field, StrictInt, StrictStr
 
 from adapters.bootstrap import ServerContainer
 from adapters.http.deps import App, Container, Tasks, Views, require, wait_for
-from adapters.http.schemas import Page, Skip, Take, not_found, parse_id, position_header
+from adapters.http.schemas import (
+    MAX_POSITION,
+    Page,
+    Skip,
+    Take,
+    not_found,
+    parse_id,
+    position_header,
+)
 from adapters.http.schemas import Request as Body
 from adapters.http.steps import pool_ref
 from domain.actors import Actor
@@ -206,6 +214,15 @@ def decide(
     return read_task(container, saved.aggregate.id, saved.position, response)
 
 
+def _resume_after(last_event_id: str | None) -> tuple[int, int]:
+    """(position, idx) of a follow's `Last-Event-ID` ("position.idx"); the log's start
+    when there is none, or it is not one of ours."""
+    position, _, idx = (last_event_id or "").strip().partition(".")
+    if position.isdigit() and idx.isdigit() and len(position) <= 19 and len(idx) <= 9:
+        return min(int(position), MAX_POSITION), int(idx)
+    return (0, -1)
+
+
 async def _text_log(container: ServerContainer, task_id: str) -> AsyncIterator[bytes]:
     """The whole log in batches, so a 50 MB log is never one string in memory."""
     after = (0, -1)
@@ -227,10 +244,14 @@ async def _text_log(container: ServerContainer, task_id: str) -> AsyncIterator[b
 async def log(
     task_id: str, request: Request, container: Container, views: Views, _: CanView,
     follow: Annotated[bool, Query(description="stream (SSE) until the task ends")] = False,
+    last_event_id: Annotated[str | None, Header(
+        description="with follow: the id of the last line received, to resume after it")] = None,
 ) -> Response:
-    """The task's log as text; with `follow=1`, Server-Sent Events (one line each, then an
-    `end` event with the task's state) until the task ends. Like every read, 503 while the
-    read models are behind this node's writes: a log cut short would pass for the whole."""
+    """The task's log as text; with `follow=1`, Server-Sent Events (one line each, its
+    `id:` the line's place in the log, then an `end` event with the task's state) until the
+    task ends; a client that reconnects with `Last-Event-ID` gets the lines after that one.
+    Like every read, 503 while the read models are behind this node's writes: a log cut
+    short would pass for the whole."""
     tid = str(parse_id(task_id, "task"))
     watch = container.projector.watch
     task = await asyncio.to_thread(get_task, views, tid)
@@ -240,7 +261,7 @@ async def log(
         return StreamingResponse(_text_log(container, tid), media_type="text/plain; charset=utf-8")
 
     async def events() -> AsyncIterator[bytes]:
-        after = (0, -1)
+        after = _resume_after(last_event_id)
         while not await request.is_disconnected():
             lines = await asyncio.to_thread(
                 read_log, container.views, tid, after=after, limit=LOG_BATCH
