@@ -56,6 +56,14 @@ def _quiet_server(config: Any) -> Any:
                 self.force_exit = True
             self.should_exit = True
 
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().shutdown(sockets)
+            if self.force_exit:
+                # uvicorn skips the application's shutdown when forced; left to the loop's
+                # teardown it would run cancelled (a traceback, children left behind). A
+                # forced stop only stops waiting for clients: the steps still end.
+                await self.lifespan.shutdown()
+
     return Server(config)
 
 
