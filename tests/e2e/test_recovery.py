@@ -75,43 +75,24 @@ def test_kill_9_during_a_step_then_restart(crashable: OptionServer) -> None:
     assert workdir and not Path(workdir).exists(), "the crashed step's working folder is cleaned up"
 
 
-def test_a_clean_stop_during_a_step_also_ends_it(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize("signals", [1, 2], ids=["SIGTERM", "a second SIGTERM forces it"])
+def test_a_stop_during_a_step_ends_it(
+    tmp_path: Path, request: pytest.FixtureRequest, signals: int
+) -> None:
     """SIGTERM (a clean stop) while a step runs: after the restart the task is not left
-    executing, and the step's process is gone."""
+    executing, and the step's process is gone. A second SIGTERM (or Ctrl-C) while it
+    stops forces the stop: it no longer waits for clients, but still ends the step, its
+    process and the server's children, and exits 0 with no traceback."""
     marker = f"shoalstop{secrets.token_hex(6)}"
     with served(request, tmp_path / "data") as srv:
         try:
             with srv.client() as c:
                 t = script(c, f"echo up; bash -c 'exec -a {marker} sleep 300' & wait")
                 wait_until(lambda: pgrep(marker), 10, what="the step's sleep to start")
-            assert srv.stop() == 0
-            wait_until(lambda: not pgrep(marker), 5, what="the step's process to end with the server")
-            srv.start()
-            with srv.client() as c:
-                done = wait_task(c, t["id"], timeout=20)
-                executing = c.get("/api/tasks", params={"state": "executing"}).json()["total"]
-        finally:
-            kill_matching(marker)
-    assert done["state"] == "failed" and done["steps"][0]["reason"] == "server stopped during step"
-    assert executing == 0
-
-
-def test_a_second_signal_forces_the_stop_yet_still_ends_the_step_cleanly(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    """A second SIGTERM (or Ctrl-C) while the server stops forces the stop: it stops
-    waiting for connections, but still ends the running step, its process and the
-    server's children, and exits 0 with no traceback."""
-    marker = f"shoalforce{secrets.token_hex(6)}"
-    with served(request, tmp_path / "data") as srv:
-        try:
-            with srv.client() as c:
-                t = script(c, f"echo up; bash -c 'exec -a {marker} sleep 300' & wait")
-                wait_until(lambda: pgrep(marker), 10, what="the step's sleep to start")
             assert srv.proc is not None
-            srv.proc.send_signal(signal.SIGTERM)
-            time.sleep(0.05)
-            srv.proc.send_signal(signal.SIGTERM)
+            for sent in range(signals):
+                time.sleep(0.05 if sent else 0)
+                srv.proc.send_signal(signal.SIGTERM)
             srv.proc.wait(20)
             code = srv.stop()  # already ended: collects its exit code and output
             output = "".join(srv.lines)
@@ -121,11 +102,13 @@ def test_a_second_signal_forces_the_stop_yet_still_ends_the_step_cleanly(
             srv.start()
             with srv.client() as c:
                 done = wait_task(c, t["id"], timeout=20)
+                executing = c.get("/api/tasks", params={"state": "executing"}).json()["total"]
         finally:
             kill_matching(marker)
     assert code == 0, output[-2000:]
     assert "Traceback" not in output, output[-4000:]
     assert done["state"] == "failed" and done["steps"][0]["reason"] == "server stopped during step"
+    assert executing == 0
 
 
 def test_kill_9_during_an_execution_on_behalf_of_a_target(
