@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -34,15 +33,6 @@ PLAUSIBLE: dict[str, list[Any]] = {
 QUERY_VALUES = ["-1", "0", "1", "99999999999999999999", "x", "", "true", "💥", "success"]
 # Streams that never end by themselves (their bad input is covered elsewhere).
 ENDLESS = ("/api/events/stream",)
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OptionServer]:
-    server = OptionServer(tmp_path_factory.mktemp("shoal") / "data")
-    try:
-        yield server.start()
-    finally:
-        server.stop()
 
 
 class Maker:

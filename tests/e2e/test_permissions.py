@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -44,15 +43,6 @@ def needed(method: str, path: str) -> str:
         if path == prefix or path.startswith(prefix + "/"):
             return view if method == "GET" else change
     raise AssertionError(f"{method} {path}: a route CONTRACT.md's table does not cover")
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OptionServer]:
-    server = OptionServer(tmp_path_factory.mktemp("shoal") / "data")
-    try:
-        yield server.start()
-    finally:
-        server.stop()
 
 
 def routes(srv: OptionServer) -> list[tuple[str, str]]:
