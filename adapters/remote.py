@@ -33,13 +33,13 @@ def fail(message: str, code: int) -> NoReturn:
     raise CliError(message, code)
 
 
-def client(server: str, api_key: str, patience_s: float = PATIENCE_S) -> httpx.Client:
+def client(server: str, api_key: str) -> httpx.Client:
     """An HTTP client for the server with the key; its reads ride out a server that is
     briefly unable to answer (see PatientReads)."""
     return httpx.Client(
         base_url=server.rstrip("/"), headers={"X-Api-Key": api_key},
         timeout=httpx.Timeout(30.0, read=None),
-        transport=PatientReads(httpx.HTTPTransport(), patience_s),
+        transport=PatientReads(httpx.HTTPTransport(), PATIENCE_S),
     )
 
 

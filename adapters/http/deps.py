@@ -11,13 +11,11 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from adapters.bootstrap import ServerContainer
 from adapters.dispatch.dispatcher import Dispatcher
 from adapters.http.keyring import KeyRing
+from adapters.http.schemas import RETRY_SOON
 from domain.actors import Actor
 from domain.app import Shoal
 from domain.keys import Permission, grants
 from projections.sql import Database
-
-# On a 503 that passes once the read models catch up: when a client may ask again.
-RETRY_SOON = {"Retry-After": "1"}
 
 _api_key_header = APIKeyHeader(name="X-Api-Key", auto_error=False, description="An API key")
 _bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token")

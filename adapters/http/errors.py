@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapters.http.schemas import RETRY_SOON
 from adapters.nats.bus import BusError
 from adapters.nats.embedded import EmbeddedNatsError
 from domain.errors import Conflict, InvalidTransition, NotFound, Rejected, ShoalError
@@ -76,7 +77,7 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("message bus unavailable on %s %s: %s", request.method, request.url.path, exc)
         return JSONResponse(
             {"detail": f"the message bus is not available right now ({exc}); try again shortly"},
-            status_code=503, headers={"Retry-After": "1"},
+            status_code=503, headers=RETRY_SOON,
         )
 
     @app.exception_handler(Exception)

@@ -30,6 +30,9 @@ class Request(BaseModel):
 
 MAX_SKIP = 2**31 - 1
 MAX_POSITION = 2**62  # positions are 64-bit in both stores
+# On a 503 that passes by itself (read models catching up, the bus reconnecting): when a
+# client may ask again.
+RETRY_SOON = {"Retry-After": "1"}
 Skip = Annotated[int, Query(ge=0, le=MAX_SKIP, description="How many items to skip")]
 Take = Annotated[int, Query(ge=1, le=MAX_TAKE, description="How many items to return")]
 
