@@ -39,6 +39,14 @@ ARTIFACT_PART_BYTES = 256 * 1024
 OUTCOMES = frozenset({"success", "failed", "timed_out", "cancelled"})
 HEALTH_STATUSES = frozenset({"healthy", "has_warnings", "unhealthy"})
 
+# The numbers a report carries become event fields and read-model columns, which hold
+# signed 64-bit integers on every store: a larger one, once recorded, would stop the
+# projections for good. Exit codes and process ids are held to what an operating system
+# gives (a POSIX status or signal, a Windows exit code; a process id).
+EXIT_CODES = range(-(2**31), 2**32)
+PIDS = range(2**32)
+COUNTS = range(2**63)  # assignments, sequences, sizes
+
 
 class ProtocolError(ValueError):
     """A message that is not what its subject promises (malformed, wrong types)."""
@@ -206,6 +214,22 @@ def _get(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], optional
     return value
 
 
+def _int_in(obj: dict[str, Any], name: str, allowed: range, optional: bool = False) -> Any:
+    value = _get(obj, name, int, optional)
+    if value is not None and value not in allowed:
+        raise ProtocolError(f"{name!r} is out of range")
+    return value
+
+
+def _aware_time(value: str, what: str) -> None:
+    try:
+        aware = datetime.fromisoformat(value).tzinfo is not None
+    except ValueError:
+        aware = False
+    if not aware:
+        raise ProtocolError(f"{what} is an ISO 8601 time with an offset")
+
+
 def decode_instruction(data: bytes) -> Instruction:
     """Parse an instruction (its signature is the caller's to check, over ``data``)."""
     obj = _object(data)
@@ -259,32 +283,29 @@ def decode_report(data: bytes) -> Report:
     for line in _get(obj, "lines", list, optional=True) or []:
         if not (isinstance(line, list) and len(line) == 3 and all(isinstance(x, str) for x in line)):
             raise ProtocolError("a log line is [time, stream, text]")
+        _aware_time(line[0], "a log line's time")
         lines.append((line[0], line[1], line[2]))
     outcome = _get(obj, "outcome", str, optional=True)
     if kind == "finished" and outcome not in OUTCOMES:
         raise ProtocolError(f"unknown outcome {outcome!r}")
     parts = _get(obj, "parts", list, optional=True) or []
-    if not all(isinstance(p, int) and not isinstance(p, bool) and p > 0 for p in parts):
+    if not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < COUNTS.stop for p in parts):
         raise ProtocolError("'parts' holds stream sequences")
     name = _get(obj, "name", str, optional=True) or ""
     part = _get(obj, "data", str, optional=True) or ""
     sha256 = _get(obj, "sha256", str, optional=True) or ""
-    size = _get(obj, "size", int, optional=True)
+    size = _int_in(obj, "size", COUNTS, optional=True)
     if kind == "artifact" and (not name or (sha256 and size is None) or not (sha256 or part)):
         raise ProtocolError("an artifact report has a name and either data or sha256 and size")
     started_at = _get(obj, "started_at", str, optional=True) or ""
     if started_at:
-        try:
-            aware = datetime.fromisoformat(started_at).tzinfo is not None
-        except ValueError:
-            aware = False
-        if not aware:
-            raise ProtocolError("'started_at' is an ISO 8601 time with an offset")
+        _aware_time(started_at, "'started_at'")
     return Report(
         worker_id=_get(obj, "worker_id", str), task_id=_get(obj, "task_id", str),
-        step=_get(obj, "step", str), assignment=_get(obj, "assignment", int), kind=kind,
-        seq=_get(obj, "seq", int), pid=_get(obj, "pid", int, optional=True), lines=tuple(lines),
-        outcome=outcome, exit_code=_get(obj, "exit_code", int, optional=True),
+        step=_get(obj, "step", str), assignment=_int_in(obj, "assignment", COUNTS), kind=kind,
+        seq=_int_in(obj, "seq", COUNTS), pid=_int_in(obj, "pid", PIDS, optional=True),
+        lines=tuple(lines), outcome=outcome,
+        exit_code=_int_in(obj, "exit_code", EXIT_CODES, optional=True),
         reason=_get(obj, "reason", str, optional=True) or "",
         name=name, data=part, size=size, sha256=sha256, parts=tuple(parts), started_at=started_at,
     )

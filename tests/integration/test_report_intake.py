@@ -4,11 +4,14 @@ events in order, and forged, stale or malformed ones change nothing and are logg
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import orjson
 import pytest
 
 from adapters.nats import subjects
@@ -17,7 +20,10 @@ from domain.app import Shoal
 from domain.messages import Report, encode
 from domain.plan import StepState, TaskState
 from domain.tasklog import TaskLog, log_id
+from projections.runner import ProjectionRunner
+from projections.tasks import get_task
 from tests.helpers import assigned_script_task
+from tests.integration.conftest import Views
 from tests.integration.nats_support import bus_on, embedded, eventually
 
 pytestmark = pytest.mark.integration
@@ -75,4 +81,45 @@ def test_reports_are_recorded_and_forgeries_refused(
     assert any("names worker" in why for why in refused), refused
     assert any("not JSON" in why for why in refused), refused
     assert any("stale assignment" in why for why in refused), refused
+
+
+
+def test_numbers_no_column_can_hold_are_refused_and_the_read_models_go_on(
+    tmp_path: Path, app: Shoal, views: Views, new_runner: Callable[..., ProjectionRunner],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An exit code past 64 bits, once recorded, would stop every projection for good
+    (no read-model column holds it): such a report is refused at the door."""
+    task_id, worker_id, token = assigned_script_task(app)
+    out = subjects.reports(str(worker_id))
+
+    def finished(seq: int, exit_code: int) -> bytes:
+        # The stdlib writes what orjson (and so encode()) would not.
+        return json.dumps({**orjson.loads(encode(Report(
+            str(worker_id), str(task_id), STEP, token, "finished", seq, outcome="failed"))),
+            "exit_code": exit_code}).encode()
+
+    async def body() -> None:
+        async with embedded(tmp_path) as nats, bus_on(nats.url, "server") as bus:
+            await bus.ensure_streams()
+            intake = ReportIntake(app, bus, lambda *_: None)
+            await intake.start()
+            try:
+                await bus.js_publish(out, finished(0, 2**63), "huge")
+                await bus.js_publish(out, finished(1, 7), "fine")
+                await eventually(lambda: app.get_task(task_id).state.is_final, timeout=10,
+                                 what="the task to end")
+            finally:
+                await intake.stop()
+
+    caplog.set_level(logging.WARNING, logger="shoal.workers")
+    asyncio.run(body())
+    assert app.get_task(task_id).run_of(STEP).exit_code == 7
+    refused = [r.__dict__.get("reason", "") for r in caplog.records if r.getMessage() == "report refused"]
+    assert any("'exit_code' is out of range" in why for why in refused), refused
+    runner = new_runner(app, views)
+    runner.setup()
+    runner.catch_up()
+    view = get_task(views, str(task_id))
+    assert view is not None and view["steps"][0]["exit_code"] == 7
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from datetime import UTC, datetime
 
@@ -60,7 +61,8 @@ def test_messages_encode_as_their_fields_in_order(message: object) -> None:
 
 
 def test_reports_and_heartbeats_round_trip() -> None:
-    report = Report("w1", "t1", "Deploy", 7, "log", 3, lines=(("t", "stdout", "hi"),))
+    report = Report("w1", "t1", "Deploy", 7, "log", 3,
+                    lines=(("2026-12-07T05:00:00.123+00:00", "stdout", "hi"),))
     beat = Heartbeat("w1", running=2, at=5.0)
     assert decode_report(encode(report)) == report
     assert decode_heartbeat(encode(beat)) == beat
@@ -93,11 +95,41 @@ def test_malformed_instructions_are_refused(data: bytes, error: str) -> None:
     ({"kind": "started", "started_at": "yesterday"}, "'started_at' is an ISO 8601 time"),
     ({"kind": "started", "started_at": "2026-12-07T05:00:00"}, "with an offset"),
     ({"kind": "started", "started_at": 1765083600}, "'started_at' has the wrong type"),
+    ({"lines": [["t", "stdout", "hi"]]}, "a log line's time is an ISO 8601 time"),
+    ({"lines": [["2026-12-07T05:00:00", "stdout", "hi"]]}, "with an offset"),
+    # Past what a 64-bit column holds: recorded, it would stop every projection.
+    ({"kind": "finished", "outcome": "failed", "exit_code": 2**63}, "'exit_code' is out of range"),
+    ({"kind": "finished", "outcome": "failed", "exit_code": 2**32}, "'exit_code' is out of range"),
+    ({"kind": "finished", "outcome": "failed", "exit_code": -(2**31) - 1}, "'exit_code' is out"),
+    ({"kind": "started", "pid": 2**64 - 1}, "'pid' is out of range"),
+    ({"kind": "started", "pid": -1}, "'pid' is out of range"),
+    ({"assignment": 2**63}, "'assignment' is out of range"),
+    ({"assignment": -1}, "'assignment' is out of range"),
+    ({"seq": 2**63}, "'seq' is out of range"),
+    ({"kind": "artifact", "name": "a", "sha256": "ab" * 32, "size": 2**63, "parts": [1]},
+     "'size' is out of range"),
+    ({"kind": "artifact", "name": "a", "sha256": "ab" * 32, "size": 1, "parts": [2**63]},
+     "'parts' holds stream sequences"),
+    # Beyond 64 bits JSON numbers decode as floats.
+    ({"kind": "finished", "outcome": "failed", "exit_code": 2**64}, "'exit_code' has the wrong type"),
 ])
 def test_malformed_reports_are_refused(change: dict[str, object], error: str) -> None:
     good = orjson.loads(encode(Report("w1", "t1", "s", 1, "log", 0)))
+    # orjson writes no integer past 64 bits; the stdlib does, as an agent's JSON might.
     with pytest.raises(ProtocolError, match=error):
-        decode_report(orjson.dumps({**good, **change}))
+        decode_report(json.dumps({**good, **change}).encode())
+
+
+@pytest.mark.parametrize(("kind", "fields"), [
+    ("finished", {"outcome": "failed", "exit_code": 2**32 - 1}),  # a Windows exit code
+    ("finished", {"outcome": "cancelled", "exit_code": -(2**31)}),
+    ("finished", {"outcome": "failed", "exit_code": -9}),  # killed by a signal
+    ("started", {"pid": 2**32 - 1, "started_at": "2026-12-07T05:00:00-05:00"}),
+    ("log", {"lines": (("2026-12-07T05:00:00Z", "stderr", "x"),)}),
+])
+def test_reports_at_the_edges_of_their_ranges_are_taken(kind: str, fields: dict[str, object]) -> None:
+    report = Report("w1", "t1", "s", 2**63 - 1, kind, 2**63 - 1, **fields)  # type: ignore[arg-type]
+    assert decode_report(encode(report)) == report
 
 
 def test_a_signature_verifies_only_the_signed_bytes_with_the_pinned_key() -> None:
