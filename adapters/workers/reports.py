@@ -6,7 +6,9 @@ so busy workers cost a save per batch rather than per report. The subject names 
 sender (NATS permissions let an agent publish only on its own), and the domain's fencing
 rule decides what is accepted; refusals are logged and acknowledged, never retried. A
 report is acknowledged only after its events are stored, so a server killed mid-batch
-gets the batch again after its restart.
+gets the batch again after its restart; so does one whose store is unreachable. A report
+that fails for any other reason is dropped with an error in the log, never redelivered
+for ever in front of every agent's reports.
 
 Artifact parts are skipped here: when an artifact's manifest comes, its parts are read
 back from the stream (adapters/workers/artifacts.py), the file is stored, and the parts are
@@ -23,10 +25,11 @@ from typing import Any
 from uuid import UUID
 
 import nats.errors
+from eventsourcing.persistence import InterfaceError, OperationalError
 from nats.aio.msg import Msg
 
 from adapters.nats import subjects
-from adapters.nats.bus import NatsBus
+from adapters.nats.bus import BusError, NatsBus
 from adapters.nats.objects import ObjectFiles
 from adapters.workers import artifacts
 from domain.actors import Actor, ActorKind
@@ -46,6 +49,18 @@ STREAMS = frozenset({"stdout", "stderr", "system"})
 
 def _worker_of(subject: str) -> str:
     return subject.rsplit(".", 1)[-1]
+
+
+def _passes(exc: BaseException) -> bool:
+    """Whether recording may succeed when tried again: the store or NATS was away."""
+    return isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError
+                      | nats.errors.Error | BusError)
+
+
+async def _nak(msgs: list[Msg]) -> None:
+    for msg in msgs:
+        with contextlib.suppress(Exception):
+            await msg.nak(delay=1.0)
 
 
 def to_step_report(report: Report) -> StepReport:
@@ -115,29 +130,54 @@ class ReportIntake:
                 log.exception("report batch failed")
 
     async def handle(self, msgs: list[Msg]) -> None:
-        """Apply one fetched batch and acknowledge it."""
-        groups = self._group(msgs)
-        parts: list[int] = []
+        """Apply one fetched batch and acknowledge it. Should that fail for a reason
+        that does not pass (a report nobody foresaw, a bug), the batch is recorded one
+        message at a time instead, and only what fails on its own is dropped, with an
+        error in the log: redelivered, it would fail again, for ever, and hold up every
+        agent's reports fetched with it."""
         try:
-            # Artifact manifests need their files fetched first (concurrently); then the
-            # whole batch is recorded with one trip to a thread and one save.
-            ready = await asyncio.gather(*(
-                self._prepare(task_id, worker_id, reports, parts)
-                for (task_id, worker_id), reports in groups.items()
-            ), return_exceptions=True)
-            prepared = [r for r in ready if not isinstance(r, BaseException)]
-            for failure in (r for r in ready if isinstance(r, BaseException)):
-                raise failure
-            outcomes = await asyncio.to_thread(self._apply_sync, prepared)
+            await self._record(msgs)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # The store is unreachable, say: have the batch again in a moment, in order.
-            log.exception("could not record reports; they will be delivered again")
-            for msg in msgs:
-                with contextlib.suppress(Exception):
-                    await msg.nak(delay=1.0)
+        except Exception as exc:
+            if _passes(exc):
+                # The store is unreachable, say: have the batch again in a moment, in order.
+                log.exception("could not record reports; they will be delivered again")
+                await _nak(msgs)
+                return
+            log.exception("could not record a batch of reports; recording them one by one")
+        else:
             return
+        for i, msg in enumerate(msgs):
+            try:
+                await self._record([msg])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if _passes(exc):
+                    log.exception("could not record reports; they will be delivered again")
+                    await _nak(msgs[i:])  # the rest too, so they stay in order
+                    return
+                log.error("report dropped: it cannot be recorded", exc_info=True, extra={
+                    "worker_id": _worker_of(msg.subject), "error": f"{type(exc).__name__}: {exc}"})
+                with contextlib.suppress(Exception):
+                    await msg.term()
+
+    async def _record(self, msgs: list[Msg]) -> None:
+        """Record the reports of ``msgs`` and acknowledge them; raises when they could
+        not be recorded (nothing is acknowledged then)."""
+        groups = self._group(msgs)
+        parts: list[int] = []
+        # Artifact manifests need their files fetched first (concurrently); then the
+        # whole batch is recorded with one trip to a thread and one save.
+        ready = await asyncio.gather(*(
+            self._prepare(task_id, worker_id, reports, parts)
+            for (task_id, worker_id), reports in groups.items()
+        ), return_exceptions=True)
+        prepared = [r for r in ready if not isinstance(r, BaseException)]
+        for failure in (r for r in ready if isinstance(r, BaseException)):
+            raise failure
+        outcomes = await asyncio.to_thread(self._apply_sync, prepared)
         for msg in msgs:
             with contextlib.suppress(Exception):
                 await msg.ack()

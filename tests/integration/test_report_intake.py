@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -17,6 +17,7 @@ import pytest
 from adapters.nats import subjects
 from adapters.workers.reports import ReportIntake
 from domain.app import Shoal
+from domain.app.tasks import ReportGroup, ReportOutcome
 from domain.messages import Report, encode
 from domain.plan import StepState, TaskState
 from domain.tasklog import TaskLog, log_id
@@ -123,3 +124,54 @@ def test_numbers_no_column_can_hold_are_refused_and_the_read_models_go_on(
     view = get_task(views, str(task_id))
     assert view is not None and view["steps"][0]["exit_code"] == 7
 
+
+def test_a_report_that_cannot_be_recorded_does_not_hold_up_the_others(
+    tmp_path: Path, app: Shoal, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redelivered, a report whose recording fails for good would fail again for ever,
+    and with it every report fetched in the same batch: the others are recorded, it is
+    dropped with an error in the log, and it does not come back."""
+    poisoned, poisoned_worker, poisoned_token = assigned_script_task(app)
+    healthy, healthy_worker, healthy_token = assigned_script_task(app)
+    real = app.apply_report_batch
+    attempts: list[UUID] = []
+
+    def apply_report_batch(groups: Sequence[ReportGroup]) -> list[ReportOutcome]:
+        attempts.extend(g.task_id for g in groups if g.task_id == poisoned)
+        if any(g.task_id == poisoned for g in groups):
+            raise TypeError("a report nobody foresaw")
+        return real(groups)
+
+    monkeypatch.setattr(app, "apply_report_batch", apply_report_batch)
+
+    def finished(task_id: UUID, worker_id: UUID, token: int) -> Report:
+        return Report(str(worker_id), str(task_id), STEP, token, "finished", 0, outcome="success",
+                      exit_code=0)
+
+    async def body() -> None:
+        async with embedded(tmp_path) as nats, bus_on(nats.url, "server") as bus:
+            await bus.ensure_streams()
+            # Both wait in the stream before the intake starts: one batch holds them.
+            for task_id, worker_id, token in ((poisoned, poisoned_worker, poisoned_token),
+                                              (healthy, healthy_worker, healthy_token)):
+                report = finished(task_id, worker_id, token)
+                await bus.js_publish(subjects.reports(str(worker_id)), encode(report),
+                                     report.message_id())
+            intake = ReportIntake(app, bus, lambda *_: None)
+            await intake.start()
+            try:
+                await eventually(lambda: app.get_task(healthy).state.is_final, timeout=10,
+                                 what="the healthy task to end")
+                tried = len(attempts)
+                await asyncio.sleep(2.5)  # a nak'd batch comes back after 1 s
+                assert len(attempts) == tried, "the dropped report was delivered again"
+            finally:
+                await intake.stop()
+
+    caplog.set_level(logging.WARNING, logger="shoal.workers")
+    asyncio.run(body())
+    assert app.get_task(healthy).state is TaskState.SUCCESS
+    assert app.get_task(poisoned).state is TaskState.EXECUTING
+    dropped = [r for r in caplog.records if r.getMessage() == "report dropped: it cannot be recorded"]
+    assert len(dropped) == 1 and "a report nobody foresaw" in dropped[0].__dict__["error"]
+    assert dropped[0].__dict__["worker_id"] == str(poisoned_worker)
