@@ -220,6 +220,16 @@ class SqliteViews:
         self._local = threading.local()
 
 
+def _without_nul(params: Sequence[Any]) -> Sequence[Any]:
+    """``params`` with NUL characters in text replaced by U+FFFD: PostgreSQL's text
+    cannot hold NUL, and a step may well print one (binary output, ``find -print0``).
+    Refused, the line would stop every projection at that event for good."""
+    for value in params:
+        if type(value) is str and "\0" in value:
+            return [v.replace("\0", "\ufffd") if type(v) is str else v for v in params]
+    return params
+
+
 class _PgCursor:
     """psycopg cursor that takes the ``?`` placeholders the projections write."""
 
@@ -247,10 +257,10 @@ class _PgCursor:
         return int(self._cur.rowcount)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> object:
-        return self._cur.execute(self._sql(sql), params)
+        return self._cur.execute(self._sql(sql), _without_nul(params))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> object:
-        return self._cur.executemany(self._sql(sql), list(rows))
+        return self._cur.executemany(self._sql(sql), [_without_nul(row) for row in rows])
 
     def fetchone(self) -> Any:
         self._settle()

@@ -155,6 +155,19 @@ def test_a_line_over_64_kib_is_cut_with_a_marker(srv: OptionServer) -> None:
         assert 60_000 <= len(cut.encode()) <= 66_000, len(cut.encode())
 
 
+def test_binary_output_is_logged_and_the_read_models_go_on(srv: OptionServer) -> None:
+    # NULs (find -print0) and bytes that are not UTF-8. PostgreSQL's text holds no NUL: a
+    # line it refused stopped every projection at that event, and nothing after it (this
+    # task's end, the next task) was ever seen again. There a NUL reads as U+FFFD.
+    body = "printf 'a\\0b\\n'; printf '\\377\\376\\n'; echo after"
+    with srv.client() as c:
+        t = wait_task(c, script(c, body)["id"])
+        out = lines_of(log(c, t["id"]), "Run script")
+        later = wait_task(c, script(c, "echo next")["id"])
+    assert t["state"] == "success" and later["state"] == "success"
+    assert out[0] in ("a\0b", "a\ufffdb") and out[1:] == ["\ufffd\ufffd", "after"]
+
+
 def test_logs_of_unknown_tasks_are_404(srv: OptionServer) -> None:
     with srv.client() as c:
         for params in ({}, {"follow": 1}):

@@ -23,8 +23,10 @@ from projections.policies import list_policies
 from projections.pools import get_pool, list_pools
 from projections.projects import get_project
 from projections.runner import ProjectionRunner
+from projections.tasklogs import read_log
 from projections.tasks import get_task, target_runs
 from projections.workers import get_worker, list_workers
+from tests.conftest import Backend
 from tests.helpers import TESTER
 from tests.integration.conftest import Views
 from tests.sshworkers import ssh_for
@@ -350,3 +352,22 @@ def test_a_project_shows_a_renamed_environment_under_its_new_name(
     assert [s["environments"] for s in row["steps"]] == [["Test", "Production"], ["Test"]]
     task = app.queue_run(project, environment="Production", actor=TESTER).aggregate
     assert [s.environments for s in task.steps] == [("Test", "Production"), ("Test",)]
+
+
+def test_a_nul_in_text_is_projected_on_every_engine(
+    app: Shoal, views: Views, new_runner: Callable[..., ProjectionRunner], backend: Backend,
+) -> None:
+    """A step may print a NUL (binary output, ``find -print0``). PostgreSQL's text cannot
+    hold one, and a line it refused would stop every projection at that event for good:
+    there it reads as U+FFFD; SQLite keeps it as printed. Queries with one answer too."""
+    task = app.queue_script(syntax=Syntax.BASH, script_body="find . -print0", actor=TESTER)
+    task_id = task.aggregate.id
+    app.append_log(task_id, "Run script", [["2026-12-07T05:00:00+00:00", "stdout", "a\0b\0"]],
+                   actor=TESTER)
+    runner = new_runner(app, views)
+    runner.setup()
+    runner.catch_up()
+    assert runner.last_error is None
+    lines = [line["text"] for line in read_log(views, str(task_id)) if line["stream"] == "stdout"]
+    assert lines == (["a\0b\0"] if backend.kind == "sqlite" else ["a\ufffdb\ufffd"])
+    assert list_workers(views, name="a\0b") == ([], 0)
