@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from adapters.http.deps import Container, Views, require
+from adapters.http.jsonbody import StrictJsonRoute
 from adapters.http.schemas import Page, not_found, parse_id
 from adapters.nats import subjects
 from adapters.nats.objects import ObjectFiles, ObjectMissing, artifact_object
@@ -20,7 +21,7 @@ from domain.keys import Permission
 from projections.artifacts import list_artifacts
 from projections.tasks import get_task
 
-router = APIRouter(prefix="/api/tasks", tags=["artifacts"])
+router = APIRouter(prefix="/api/tasks", tags=["artifacts"], route_class=StrictJsonRoute)
 
 CanView = Annotated[Actor, Depends(require(Permission.TASK_VIEW))]
 

@@ -9,13 +9,14 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
 
 from adapters.http.deps import App, require
+from adapters.http.jsonbody import StrictJsonRoute
 from adapters.http.schemas import Request, position_header
 from domain.actors import Actor
 from domain.configuration import Smtp, check_run_as_user
 from domain.errors import Rejected
 from domain.keys import Permission
 
-router = APIRouter(prefix="/api/configuration", tags=["configuration"])
+router = APIRouter(prefix="/api/configuration", tags=["configuration"], route_class=StrictJsonRoute)
 
 CanAdminister = Annotated[Actor, Depends(require(Permission.ADMINISTER))]
 

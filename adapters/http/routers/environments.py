@@ -8,12 +8,13 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, StrictStr
 
 from adapters.http.deps import App, Container, Views, require, wait_for
+from adapters.http.jsonbody import StrictJsonRoute
 from adapters.http.schemas import Page, Request, Skip, Take, not_found, parse_id, position_header
 from domain.actors import Actor
 from domain.keys import Permission
 from projections.environments import get_environment, list_environments
 
-router = APIRouter(prefix="/api/environments", tags=["environments"])
+router = APIRouter(prefix="/api/environments", tags=["environments"], route_class=StrictJsonRoute)
 
 CanView = Annotated[Actor, Depends(require(Permission.ENVIRONMENT_VIEW))]
 CanEdit = Annotated[Actor, Depends(require(Permission.ENVIRONMENT_EDIT))]

@@ -12,12 +12,13 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from adapters.http.deps import Container, Views, require
+from adapters.http.jsonbody import StrictJsonRoute
 from adapters.http.schemas import MAX_POSITION
 from domain.actors import Actor
 from domain.keys import Permission
 from projections.audit import read_events
 
-router = APIRouter(prefix="/api/events", tags=["audit"])
+router = APIRouter(prefix="/api/events", tags=["audit"], route_class=StrictJsonRoute)
 
 CanAdminister = Annotated[Actor, Depends(require(Permission.ADMINISTER))]
 

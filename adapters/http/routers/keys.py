@@ -8,11 +8,12 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field, StrictStr
 
 from adapters.http.deps import App, require
+from adapters.http.jsonbody import StrictJsonRoute
 from adapters.http.schemas import Request, parse_id, position_header
 from domain.actors import Actor
 from domain.keys import Permission
 
-router = APIRouter(prefix="/api/api-keys", tags=["API keys"])
+router = APIRouter(prefix="/api/api-keys", tags=["API keys"], route_class=StrictJsonRoute)
 
 CanAdminister = Annotated[Actor, Depends(require(Permission.ADMINISTER))]
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 from pydantic import BaseModel
 
 from adapters.http.deps import App, Container, Views, require
+from adapters.http.jsonbody import StrictJsonRoute
 from adapters.http.schemas import Page, Skip, Take, position_header
 from adapters.nats import subjects
 from adapters.nats.objects import ObjectMissing
@@ -19,7 +20,7 @@ from domain.keys import Permission
 from domain.packages import MAX_PACKAGE_BYTES, check_file_name
 from projections.packages import list_packages
 
-router = APIRouter(prefix="/api/packages", tags=["packages"])
+router = APIRouter(prefix="/api/packages", tags=["packages"], route_class=StrictJsonRoute)
 
 CanPush = Annotated[Actor, Depends(require(Permission.PACKAGE_PUSH))]
 CanView = Annotated[Actor, Depends(require(Permission.PACKAGE_VIEW))]

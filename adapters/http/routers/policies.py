@@ -8,13 +8,14 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, StrictInt, StrictStr
 
 from adapters.http.deps import App, Container, Views, require, wait_for
+from adapters.http.jsonbody import StrictJsonRoute
 from adapters.http.schemas import Page, Request, Skip, Take, not_found, parse_id, position_header
 from domain.actors import Actor
 from domain.keys import Permission
 from domain.policies import DEFAULT_HEALTH_SCRIPT, DEFAULT_INTERVAL_S, CleanUp, Connectivity
 from projections.policies import get_policy, list_policies
 
-router = APIRouter(prefix="/api/machine-policies", tags=["machine policies"])
+router = APIRouter(prefix="/api/machine-policies", tags=["machine policies"], route_class=StrictJsonRoute)
 
 CanView = Annotated[Actor, Depends(require(Permission.WORKER_VIEW))]
 CanConfigure = Annotated[Actor, Depends(require(Permission.CONFIGURE_SERVER))]

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, StrictBool, StrictInt, StrictStr
 
 from adapters.http.deps import App, Container, Views, require, wait_for
+from adapters.http.jsonbody import StrictJsonRoute
 from adapters.http.routers.workers import WorkerOut
 from adapters.http.schemas import Page, Request, Skip, Take, not_found, parse_id, position_header
 from domain.actors import Actor
@@ -15,7 +16,7 @@ from domain.keys import Permission
 from projections.pools import get_pool, list_pools
 from projections.workers import list_workers
 
-router = APIRouter(prefix="/api/worker-pools", tags=["worker pools"])
+router = APIRouter(prefix="/api/worker-pools", tags=["worker pools"], route_class=StrictJsonRoute)
 
 CanView = Annotated[Actor, Depends(require(Permission.WORKER_VIEW))]
 CanConfigure = Annotated[Actor, Depends(require(Permission.CONFIGURE_SERVER))]

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Depends, Response
 from pydantic import BaseModel, Field, StrictStr
 
 from adapters.http.deps import App, Container, Tasks, Views, require, wait_for
+from adapters.http.jsonbody import StrictJsonRoute
 from adapters.http.routers.tasks import TaskOut, new_task
 from adapters.http.schemas import Page, Request, Skip, Take, not_found, parse_id, position_header
 from adapters.http.steps import StepIn, StepOut, to_step
@@ -16,7 +17,7 @@ from domain.actors import Actor
 from domain.keys import Permission
 from projections.projects import get_project, list_projects
 
-router = APIRouter(prefix="/api/projects", tags=["projects"])
+router = APIRouter(prefix="/api/projects", tags=["projects"], route_class=StrictJsonRoute)
 
 CanView = Annotated[Actor, Depends(require(Permission.PROJECT_VIEW))]
 CanEdit = Annotated[Actor, Depends(require(Permission.PROJECT_EDIT))]

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field, StrictBool, StrictStr
 
 from adapters.http.deps import App, Container, Views, require, wait_for
+from adapters.http.jsonbody import StrictJsonRoute
 from adapters.http.schemas import Page, Request, Skip, Take, not_found, parse_id, position_header
 from domain.actors import Actor
 from domain.app import Shoal
@@ -19,7 +20,7 @@ from domain.targets import KEEP, Keep, TargetKind
 from projections.targets import get_target, list_targets
 from projections.tasks import target_runs
 
-router = APIRouter(prefix="/api/targets", tags=["deployment targets"])
+router = APIRouter(prefix="/api/targets", tags=["deployment targets"], route_class=StrictJsonRoute)
 
 CanView = Annotated[Actor, Depends(require(Permission.TARGET_VIEW))]
 CanEdit = Annotated[Actor, Depends(require(Permission.TARGET_EDIT))]

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, StrictInt, StrictStr
 
 from adapters.bootstrap import ServerContainer
 from adapters.http.deps import App, Container, Tasks, Views, require, wait_for
+from adapters.http.jsonbody import StrictJsonRoute
 from adapters.http.schemas import (
     MAX_POSITION,
     Page,
@@ -35,7 +36,7 @@ from domain.tasks import Task, TaskKind
 from projections.tasklogs import format_line, read_log
 from projections.tasks import get_task, list_tasks
 
-router = APIRouter(prefix="/api/tasks", tags=["tasks"])
+router = APIRouter(prefix="/api/tasks", tags=["tasks"], route_class=StrictJsonRoute)
 
 CanView = Annotated[Actor, Depends(require(Permission.TASK_VIEW))]
 CanCreate = Annotated[Actor, Depends(require(Permission.TASK_CREATE))]

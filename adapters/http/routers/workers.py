@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr, model_validator
 
 from adapters.http.deps import App, Container, Views, require, wait_for
+from adapters.http.jsonbody import StrictJsonRoute
 from adapters.http.schemas import Page, Request, Skip, Take, not_found, parse_id, position_header
 from adapters.nats.bus import BusError
 from adapters.nats.embedded import EmbeddedNatsError
@@ -24,7 +25,7 @@ from domain.ssh import DEFAULT_SSH_PORT, SshSettings
 from domain.workers import DEFAULT_CAPACITY, CommsStyle, HealthStatus
 from projections.workers import get_worker, list_workers
 
-router = APIRouter(prefix="/api/workers", tags=["workers"])
+router = APIRouter(prefix="/api/workers", tags=["workers"], route_class=StrictJsonRoute)
 
 CanView = Annotated[Actor, Depends(require(Permission.WORKER_VIEW))]
 CanConfigure = Annotated[Actor, Depends(require(Permission.CONFIGURE_SERVER))]
