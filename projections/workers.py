@@ -145,6 +145,11 @@ def _with_load(cur: Cursor, workers: list[dict[str, Any]]) -> list[dict[str, Any
     return workers
 
 
+def _literal(text: str) -> str:
+    """``text`` for a LIKE pattern, its wildcards escaped: a filter matches what it says."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def list_workers(
     db: Database,
     *,
@@ -168,8 +173,11 @@ def list_workers(
         where.append("comms_style = ?")
         params.append(comms_style)
     if name is not None:
-        where.append("lower(name) LIKE ?")
-        params.append(f"%{name.lower()}%")
+        if "\0" in name:
+            # No name holds one, and SQLite's LIKE stops reading its pattern at a NUL.
+            return [], 0
+        where.append("lower(name) LIKE ? ESCAPE '\\'")
+        params.append(f"%{_literal(name.lower())}%")
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     with db.read() as cur:
         cur.execute(f"SELECT COUNT(*) FROM rm_workers{clause}", params)

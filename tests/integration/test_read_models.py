@@ -131,6 +131,10 @@ def test_workers_filter_by_pool_health_style_and_name(scene: Scene) -> None:
     assert (names(by_name), total) == (["web-1", "Web-2"], 2)
     both, _ = list_workers(scene.views, name="web", comms_style="polling")
     assert names(both) == ["Web-2"]
+    # The filter is text, not a pattern: "_" and "%" match only themselves.
+    assert list_workers(scene.views, name="web_") == ([], 0)
+    assert list_workers(scene.views, name="%") == ([], 0)
+    assert names(list_workers(scene.views, name="eb-")[0]) == ["web-1", "Web-2"]
 
 
 def test_workers_page_with_skip_and_take_and_report_the_total(scene: Scene) -> None:
