@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from adapters.cliargs import port, positive
+from adapters.cliargs import api_key, port, positive, server_url, undecodable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -107,12 +107,16 @@ def build_parser() -> Parser:
 
 
 def _server_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", required=True, help="e.g. http://127.0.0.1:8000")
-    parser.add_argument("--api-key", required=True, help="an API key")
+    parser.add_argument("--server", type=server_url, required=True, help="e.g. http://127.0.0.1:8000")
+    parser.add_argument("--api-key", type=api_key, required=True, help="an API key")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
+    stray = undecodable(sys.argv[1:] if argv is None else argv)
+    if stray is not None:
+        print(f"shoal: an argument is not valid UTF-8 text: {stray!r}", file=sys.stderr)
+        return EXIT_USAGE
     args = build_parser().parse_args(argv)
     try:
         if args.command == "server":

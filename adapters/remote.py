@@ -192,9 +192,11 @@ def run_script(args: argparse.Namespace) -> int:
     task's outcome (0 success, 1 anything else)."""
     if args.file is not None:
         try:
-            body = Path(args.file).read_text()
+            body = Path(args.file).read_text(encoding="utf-8")
         except OSError as exc:
             fail(f"cannot read {args.file}: {exc.strerror}", EXIT_USAGE)
+        except UnicodeDecodeError as exc:
+            fail(f"{args.file} is not UTF-8 text (byte {exc.start} cannot be decoded)", EXIT_USAGE)
     else:
         body = args.script
     payload: dict[str, Any] = {"syntax": args.syntax, "script_body": body}

@@ -24,6 +24,20 @@ def test_unknown_option_is_exit_2_with_one_line() -> None:
     assert len(r.stderr.strip().splitlines()) == 1 and "--frobnicate" in r.stderr
 
 
+@pytest.mark.parametrize("args", [
+    ["events", "tail", "--api-key", "k", "--server", "localhost:8000"],
+    ["agent", "register-worker", "--api-key", "k", "--name", "w", "--worker-pool", "p",
+     "--comms-style", "polling", "--server", "http://127.0.0.1:99999"],
+    ["agent", "deregister-worker", "--server", "http://[::1"],
+    ["worker", "add-ssh", "--api-key", "k", "--name", "w", "--worker-pool", "p", "--host", "h",
+     "--username", "u", "--server", "nats://127.0.0.1:4222"],
+])
+def test_a_server_that_is_not_an_http_url_is_exit_2(args: list[str]) -> None:
+    r = subprocess.run([SHOAL, *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert len(r.stderr.strip().splitlines()) == 1 and "--server" in r.stderr, r.stderr
+
+
 def test_unreachable_postgres_is_exit_3_naming_the_host_not_the_password(tmp_path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

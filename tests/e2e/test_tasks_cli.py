@@ -138,14 +138,26 @@ def test_wrong_key_and_unreachable_server_are_exit_3_with_one_line(srv: OptionSe
 def test_bad_usage_is_exit_2(srv: OptionServer, tmp_path: Path) -> None:
     with srv.client() as c:
         before = task_total(c)
+    binary = tmp_path / "binary.sh"
+    binary.write_bytes(b"\xff\xfe\0echo")
     cases = [
         shoal(srv, "--script", "echo x", "--worker-pool", rid("no-such-pool")),
         shoal(srv, "--file", str(tmp_path / "missing.sh")),
         shoal(srv, "--script", "echo x", "--syntax", "cobol"),
+        shoal(srv, "--file", str(binary)),
+        shoal(srv, "--script", "echo x", url=srv.url.replace("http://", "ftp://")),
+        shoal(srv, "--script", "echo x", url="http://[::1"),
+        shoal(srv, "--script", "echo x", key="clé"),
+        # Bytes that are not UTF-8, as a shell passes them: no text can carry them.
+        subprocess.run([SHOAL, "run-script", "--server", srv.url, "--api-key", srv.admin_key,
+                        "--script", b"echo \xff"], capture_output=True, text=True, timeout=60),
     ]
     for r in cases:
         assert r.returncode == 2, (r.returncode, r.stderr)
-        assert r.stderr.strip() and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
     assert "does not exist" in cases[0].stderr
+    assert "not UTF-8 text" in cases[3].stderr
+    assert "http:// or https://" in cases[4].stderr and "not a URL" in cases[5].stderr
+    assert "not an API key" in cases[6].stderr and "not valid UTF-8" in cases[7].stderr
     with srv.client() as c:
         assert task_total(c) == before
