@@ -111,7 +111,7 @@ def register_worker(args: argparse.Namespace) -> int:
         payload["machine_policy_id"] = args.policy
     if args.capacity:
         payload["capacity"] = args.capacity
-    with remote.client(args.server, args.api_key) as c:
+    with remote.client(args.server, args.api_key, "shoal agent") as c:
         response = _call(c, "POST", "/api/workers", json=payload)
         if response.status_code == 409:
             if not args.force:
@@ -294,7 +294,7 @@ async def _deregister_over_nats(registration: Registration) -> dict[str, Any]:
 def _deregister_over_http(server: str, api_key: str, worker_id: str) -> None:
     from adapters import remote
 
-    with remote.client(server, api_key) as c:
+    with remote.client(server, api_key, "shoal agent") as c:
         response = _call(c, "DELETE", f"/api/workers/{worker_id}")
         if response.status_code != 404:  # already gone is what we wanted
             remote.check(response)

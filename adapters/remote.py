@@ -33,14 +33,19 @@ def fail(message: str, code: int) -> NoReturn:
     raise CliError(message, code)
 
 
-def client(server: str, api_key: str) -> httpx.Client:
+def client(server: str, api_key: str, prog: str = "shoal") -> httpx.Client:
     """An HTTP client for the server with the key; its reads ride out a server that is
-    briefly unable to answer (see PatientReads)."""
+    briefly unable to answer (see PatientReads), saying so on stderr as ``prog``."""
     return httpx.Client(
         base_url=server.rstrip("/"), headers={"X-Api-Key": api_key},
         timeout=httpx.Timeout(30.0, read=None),
-        transport=PatientReads(httpx.HTTPTransport(), PATIENCE_S),
+        transport=PatientReads(httpx.HTTPTransport(), PATIENCE_S, notice_as(prog)),
     )
+
+
+def notice_as(prog: str) -> Callable[[str], None]:
+    """Prints a notice on stderr as ``prog`` does its errors ("shoal run-script: ...")."""
+    return lambda text: print(f"{prog}: {text}", file=sys.stderr, flush=True)
 
 
 class PatientReads(httpx.BaseTransport):
@@ -120,6 +125,7 @@ def request(c: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Res
 
 def sse(
     c: httpx.Client, path: str, last_event_id: str | None = None, until: str | None = None,
+    prog: str = "shoal",
 ) -> Iterator[tuple[str, bytes]]:
     """(event, data) pairs of a Server-Sent Events stream, up to an event named ``until``.
 
@@ -146,8 +152,7 @@ def sse(
             fail(f"cannot reach the server at {c.base_url}: {why}", EXIT_UNREACHABLE)
         if lost_at is None:
             lost_at = time.monotonic()
-            print(f"lost the connection to {c.base_url} ({why}); reconnecting", file=sys.stderr,
-                  flush=True)
+            notice_as(prog)(f"lost the connection to {c.base_url} ({why}); reconnecting")
         elif time.monotonic() - lost_at > PATIENCE_S:
             fail(f"lost the connection to {c.base_url}: {why}", EXIT_UNREACHABLE)
         time.sleep(1.0)
@@ -202,13 +207,14 @@ def run_script(args: argparse.Namespace) -> int:
     payload: dict[str, Any] = {"syntax": args.syntax, "script_body": body}
     if args.worker_pool:
         payload["worker_pool_id"] = args.worker_pool
-    with client(args.server, args.api_key) as c:
+    prog = f"shoal {args.command}"
+    with client(args.server, args.api_key, prog) as c:
         task = request(c, "POST", "/api/tasks/script", json=payload).json()
         print(task["id"], flush=True)
         if not args.wait:
             return EXIT_OK
         state = "failed"
-        for event, data in sse(c, f"/api/tasks/{task['id']}/log?follow=1", until="end"):
+        for event, data in sse(c, f"/api/tasks/{task['id']}/log?follow=1", until="end", prog=prog):
             item = orjson.loads(data)
             if event == "end":
                 state = item["state"]
@@ -220,7 +226,9 @@ def run_script(args: argparse.Namespace) -> int:
 
 def events_tail(args: argparse.Namespace) -> int:
     """Print the audit log from --after on, one JSON object per line, then follow it."""
-    with client(args.server, args.api_key) as c:
-        for _, data in sse(c, "/api/events/stream", str(args.after) if args.after else None):
+    prog = f"shoal {args.command}"
+    with client(args.server, args.api_key, prog) as c:
+        for _, data in sse(c, "/api/events/stream", str(args.after) if args.after else None,
+                           prog=prog):
             print(data.decode(), flush=True)
     return EXIT_OK

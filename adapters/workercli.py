@@ -97,7 +97,7 @@ def add_ssh(args: argparse.Namespace) -> int:
         payload["machine_policy_id"] = args.policy
     if args.capacity:
         payload["capacity"] = args.capacity
-    with remote.client(args.server, args.api_key) as c:
+    with remote.client(args.server, args.api_key, "shoal worker") as c:
         worker = remote.request(c, "POST", "/api/workers", json=payload).json()
     print(worker["id"], flush=True)
     return EXIT_OK

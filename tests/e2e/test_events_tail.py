@@ -80,6 +80,7 @@ def test_tail_follows_the_log_and_resumes_after_a_restart(srv: OptionServer) -> 
     assert positions == sorted(set(positions)), "in order, none twice"
     assert positions == list(range(positions[0], positions[-1] + 1)), "none skipped"
     assert len(err.strip().splitlines()) == 1 and "reconnecting" in err, err
+    assert err.startswith("shoal events: "), err
 
 
 def test_after_starts_past_that_position(srv: OptionServer) -> None:
