@@ -179,7 +179,7 @@ def build_server(settings: Settings, **overrides: Any) -> ServerContainer:
         app, views, projector.watch, bus, access, load_signing_key(settings.signing_key_file),
         Actor(ActorKind.SYSTEM, f"node:{node}", f"Shoal server ({node})"),
         agent_urls=lambda: agent_urls(settings, nats),
-        ssh=SshWorkers(app, secrets, packages),
+        ssh=SshWorkers(app, secrets, packages), log_limit_bytes=settings.step_log_limit_bytes,
     )
     return ServerContainer(
         settings, app, views, projector, executor, builtin, bus, nats, access, hub, secrets

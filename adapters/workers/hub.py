@@ -73,6 +73,7 @@ class WorkerHub:
         self, app: Shoal, views: Database, watch: PositionWatch, bus: NatsBus,
         access: AgentAccess | None, key: Ed25519PrivateKey, actor: Actor,
         agent_urls: Callable[[], list[str]], ssh: SshWorkers | None = None,
+        log_limit_bytes: int | None = None,
     ) -> None:
         self.app = app
         self.ssh = ssh
@@ -94,7 +95,7 @@ class WorkerHub:
         self._styles: dict[UUID, CommsStyle] = {}
         app.on_recorded(self._forget_styles)
         self.monitor = HeartbeatMonitor(app, views, bus, actor, self._changed)
-        self.intake = ReportIntake(app, bus, self._changed)
+        self.intake = ReportIntake(app, bus, self._changed, log_limit_bytes)
         agents = AgentHealthRunner(self.gateway)
         runners: dict[CommsStyle, HealthRunner] = {style: agents for style in AGENT_STYLES}
         if ssh is not None:

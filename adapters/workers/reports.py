@@ -44,6 +44,7 @@ log = logging.getLogger("shoal.workers")
 
 CONSUMER = "shoal-server"
 BATCH = 256
+LOG_SLACK_CHARS = 1024 * 1024
 STREAMS = frozenset({"stdout", "stderr", "system"})
 
 
@@ -75,14 +76,19 @@ def to_step_report(report: Report) -> StepReport:
 
 class ReportIntake:
     """start() / stop(); ``on_changed(task_id, task)`` is called with each task a batch
-    changed, as saved."""
+    changed, as saved. ``log_limit_bytes``: the log a step may keep, as the workers were
+    told (None: no check here)."""
 
     def __init__(
-        self, app: Shoal, bus: NatsBus, on_changed: Callable[[UUID, Task | None], None]
+        self, app: Shoal, bus: NatsBus, on_changed: Callable[[UUID, Task | None], None],
+        log_limit_bytes: int | None = None,
     ) -> None:
         self.app = app
         self.bus = bus
         self.on_changed = on_changed
+        # Counted in characters of text, which an honest agent's log never has more of
+        # than bytes, plus room for its own markers and system lines.
+        self.log_limit = None if log_limit_bytes is None else log_limit_bytes + LOG_SLACK_CHARS
         self.artifacts = ObjectFiles(bus, subjects.ARTIFACTS_BUCKET)
         self._task: asyncio.Task[None] | None = None
         self._sub: Any = None
@@ -235,7 +241,7 @@ class ReportIntake:
                         Actor(ActorKind.AGENT, str(worker_id), names[worker_id] or ""))
             for task_id, worker_id, reports in prepared if names[worker_id] is not None
         ]
-        applied = iter(self.app.apply_report_batch(groups))
+        applied = iter(self.app.apply_report_batch(groups, self.log_limit))
         results: list[tuple[Task | None, list[str]]] = []
         for _, worker_id, _ in prepared:
             if names[worker_id] is None:

@@ -158,29 +158,35 @@ class TaskCommands(ProjectCommands, EnvironmentCommands, CommandsBase):
 
     @command
     def apply_reports(
-        self, task_id: UUID, worker_id: UUID, reports: Sequence[StepReport], *, actor: Actor
+        self, task_id: UUID, worker_id: UUID, reports: Sequence[StepReport], *, actor: Actor,
+        log_limit: int | None = None,
     ) -> tuple[int | None, list[str]]:
         """Record what a worker reported about its steps of one task, in order, in one
         save (the task and its log together). Reports the fencing rule refuses change
-        nothing; returns (position or None, why each refused report was refused)."""
+        nothing; returns (position or None, why each refused report was refused).
+        ``log_limit``: the characters of log a step keeps (TaskLog.append_within)."""
         task = self.get_task(task_id)
-        log, refused = self._take_reports(task, None, worker_id, reports, actor)
+        log, refused = self._take_reports(task, None, worker_id, reports, actor, log_limit)
         parts = [a for a in (log, task) if a is not None and a.pending_events]
         return (self._save(*parts) if parts else None), refused
 
-    def apply_report_batch(self, groups: Sequence[ReportGroup]) -> list[ReportOutcome]:
+    def apply_report_batch(
+        self, groups: Sequence[ReportGroup], log_limit: int | None = None
+    ) -> list[ReportOutcome]:
         """Record several workers' reports about several tasks (a fetched batch) with one
         save for all of them. Should that save conflict (a task changed meanwhile), each
         group is applied and saved on its own instead, exactly as apply_reports does.
         One outcome per group, in order; a group of a task that does not exist has its
-        reports refused."""
+        reports refused. ``log_limit``: as for apply_reports."""
         try:
-            return self._apply_together(groups)
+            return self._apply_together(groups, log_limit)
         except RecordConflictError:
             pass  # the conflicting tasks' cached copies were dropped; each is read again
-        return [self._apply_alone(group) for group in groups]
+        return [self._apply_alone(group, log_limit) for group in groups]
 
-    def _apply_together(self, groups: Sequence[ReportGroup]) -> list[ReportOutcome]:
+    def _apply_together(
+        self, groups: Sequence[ReportGroup], log_limit: int | None
+    ) -> list[ReportOutcome]:
         tasks: dict[UUID, Task | None] = {}
         logs: dict[UUID, TaskLog | None] = {}
         results: list[tuple[UUID, bool, list[str]]] = []
@@ -194,7 +200,7 @@ class TaskCommands(ProjectCommands, EnvironmentCommands, CommandsBase):
                 continue
             before = _pending(task, logs[group.task_id])
             logs[group.task_id], refused = self._take_reports(
-                task, logs[group.task_id], group.worker_id, group.reports, group.actor
+                task, logs[group.task_id], group.worker_id, group.reports, group.actor, log_limit
             )
             changed = _pending(task, logs[group.task_id]) > before
             results.append((group.task_id, changed, refused))
@@ -207,10 +213,11 @@ class TaskCommands(ProjectCommands, EnvironmentCommands, CommandsBase):
             for task_id, changed, refused in results
         ]
 
-    def _apply_alone(self, group: ReportGroup) -> ReportOutcome:
+    def _apply_alone(self, group: ReportGroup, log_limit: int | None) -> ReportOutcome:
         try:
             position, refused = self.apply_reports(
-                group.task_id, group.worker_id, group.reports, actor=group.actor
+                group.task_id, group.worker_id, group.reports, actor=group.actor,
+                log_limit=log_limit,
             )
         except NotFound:
             return ReportOutcome(None, None, [f"task {group.task_id} does not exist"])
@@ -219,7 +226,7 @@ class TaskCommands(ProjectCommands, EnvironmentCommands, CommandsBase):
 
     def _take_reports(
         self, task: Task, log: TaskLog | None, worker_id: UUID, reports: Sequence[StepReport],
-        actor: Actor,
+        actor: Actor, log_limit: int | None = None,
     ) -> tuple[TaskLog | None, list[str]]:
         """Apply one worker's reports to the task, and to its log (``log``, or read or
         made when a report first needs it: most steps' reports carry no lines); the log
@@ -239,7 +246,10 @@ class TaskCommands(ProjectCommands, EnvironmentCommands, CommandsBase):
             if report.kind == "log" and report.lines:
                 if log is None:
                     log = self._find(TaskLog, log_id(task.id)) or TaskLog(task_id=task.id, actor=actor)
-                log.append(report.step, list(report.lines), actor)
+                if log_limit is None:
+                    log.append(report.step, list(report.lines), actor)
+                else:
+                    log.append_within(report.step, list(report.lines), log_limit, actor)
             elif report.kind == "artifact":
                 try:
                     task.store_artifact(report.step, report.name, report.size, report.sha256, actor)

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from adapters.nats import subjects
-from adapters.workers.reports import ReportIntake
+from adapters.workers.reports import LOG_SLACK_CHARS, ReportIntake
 from domain.app import Shoal
 from domain.app.tasks import ReportGroup, ReportOutcome
 from domain.messages import Report, encode
@@ -175,3 +175,41 @@ def test_a_report_that_cannot_be_recorded_does_not_hold_up_the_others(
     dropped = [r for r in caplog.records if r.getMessage() == "report dropped: it cannot be recorded"]
     assert len(dropped) == 1 and "a report nobody foresaw" in dropped[0].__dict__["error"]
     assert dropped[0].__dict__["worker_id"] == str(poisoned_worker)
+
+
+def test_a_worker_sending_more_log_than_it_was_told_has_it_cut(
+    tmp_path: Path, app: Shoal, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The intake keeps a step's log within the server's limit (plus slack for the
+    agent's own markers), whatever the worker sends."""
+    task_id, worker_id, token = assigned_script_task(app)
+    out = subjects.reports(str(worker_id))
+    line = "x" * 999
+    at = "2026-12-07T00:00:00.000+00:00"
+
+    async def body() -> None:
+        async with embedded(tmp_path) as nats, bus_on(nats.url, "server") as bus:
+            await bus.ensure_streams()
+            # A limit of 0 leaves only the slack: 1 MiB of text.
+            intake = ReportIntake(app, bus, lambda *_: None, log_limit_bytes=0)
+            await intake.start()
+            try:
+                for seq in range(4):  # 4 x 300 lines of 1,000 characters: 1.2 MB
+                    report = Report(str(worker_id), str(task_id), STEP, token, "log", seq,
+                                    lines=tuple((at, "stdout", line) for _ in range(300)))
+                    await bus.js_publish(out, encode(report), report.message_id())
+                done = Report(str(worker_id), str(task_id), STEP, token, "finished", 4,
+                              outcome="success", exit_code=0)
+                await bus.js_publish(out, encode(done), done.message_id())
+                await eventually(lambda: app.get_task(task_id).state.is_final, timeout=10,
+                                 what="the task to end")
+            finally:
+                await intake.stop()
+
+    asyncio.run(body())
+    log: object = app.repository.get(log_id(task_id))
+    assert isinstance(log, TaskLog) and log.cut_steps == {STEP}
+    assert log.step_chars[STEP] <= LOG_SLACK_CHARS
+    kept = (LOG_SLACK_CHARS // len(line))
+    assert log.line_count == kept + 1  # and the line that says it was cut
+    assert app.get_task(task_id).state is TaskState.SUCCESS

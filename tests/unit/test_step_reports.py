@@ -14,7 +14,7 @@ from domain.app import Shoal
 from domain.app.tasks import ReportGroup
 from domain.plan import StepState, TaskState
 from domain.reports import StepReport, refusal
-from domain.tasklog import TaskLog, log_id
+from domain.tasklog import TaskLog, cut_notice, log_id, within_limit
 from domain.tasks import StepRun
 from tests.helpers import assigned_script_task
 from tests.unit.support import ALICE, events_after, head
@@ -209,3 +209,56 @@ def test_a_worker_clock_off_by_an_hour_still_gives_a_start_between_assignment_an
     started = _started_event_time(app, task_id, before)
     assert assigned_at <= started <= datetime.now(UTC)
     assert started == assigned_at if skew < timedelta(0) else started > assigned_at
+
+
+@pytest.mark.parametrize(("texts", "used", "limit", "kept", "fits"), [
+    (["ab", "cd"], 0, 4, ["ab", "cd"], True),
+    (["ab", "cd"], 1, 4, ["ab"], False),
+    (["abcde"], 0, 4, [], False),
+    ([], 9, 4, [], True),
+    (["", ""], 4, 4, ["", ""], True),
+])
+def test_within_limit_keeps_the_leading_lines_that_fit(
+    texts: list[str], used: int, limit: int, kept: list[str], fits: bool
+) -> None:
+    lines = [["2026-12-07T00:00:00.000+00:00", "stdout", t] for t in texts]
+    got, whole = within_limit(lines, used, limit)
+    assert ([line[2] for line in got], whole) == (kept, fits)
+
+
+def test_a_worker_that_sends_more_log_than_a_step_keeps_has_the_rest_dropped(app: Shoal) -> None:
+    """The worker keeps the limit itself; one that does not (a bug, a hostile machine)
+    must not fill the server's disk: the log is cut once, with a line saying so."""
+    task_id, worker_id, token = assigned_script_task(app)
+    at = "2026-12-07T00:00:00.000+00:00"
+
+    def log(*texts: str) -> StepReport:
+        return StepReport(STEP, token, "log", lines=tuple([at, "stdout", t] for t in texts))
+
+    for batch in (log("12345", "67890"), log("abcde", "fghij", "klmno"), log("more"), log("and more")):
+        _, refused = app.apply_reports(task_id, worker_id, [batch], actor=agent(worker_id),
+                                       log_limit=12)
+        assert refused == []
+    app.apply_reports(task_id, worker_id, [StepReport(STEP, token, "finished", outcome="success",
+                                                      exit_code=0)], actor=agent(worker_id),
+                      log_limit=12)
+
+    task_log = app.repository.get(log_id(task_id))
+    assert isinstance(task_log, TaskLog)
+    assert task_log.cut_steps == {STEP} and task_log.line_count == 3
+    appended = [e for e in events_after(app, 0) if isinstance(e, TaskLog.LinesAppended)]
+    lines = [line for e in appended for line in e.lines]
+    assert [line[2] for line in lines[:2]] == ["12345", "67890"]
+    assert lines[2][1] == "system" and lines[2][2] == cut_notice(12)
+    assert [type(e).__name__ for e in events_after(app, 0)].count("Cut") == 1
+    # The step itself is not the log's business: its end is recorded as reported.
+    assert app.get_task(task_id).state is TaskState.SUCCESS
+
+
+def test_without_a_limit_a_log_is_kept_whole(app: Shoal) -> None:
+    task_id, worker_id, token = assigned_script_task(app)
+    app.apply_reports(task_id, worker_id, [StepReport(STEP, token, "log", lines=(
+        ["2026-12-07T00:00:00.000+00:00", "stdout", "x" * 100],))], actor=agent(worker_id))
+    task_log = app.repository.get(log_id(task_id))
+    assert isinstance(task_log, TaskLog) and task_log.cut_steps == set()
+    assert task_log.step_chars == {STEP: 100}
