@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -15,6 +16,7 @@ import orjson
 import pytest
 
 from adapters.nats import subjects
+from adapters.nats.bus import NatsBus
 from adapters.workers.reports import LOG_SLACK_CHARS, ReportIntake
 from domain.app import Shoal
 from domain.app.tasks import ReportGroup, ReportOutcome
@@ -31,6 +33,30 @@ pytestmark = pytest.mark.integration
 STEP = "Run script"
 
 
+@asynccontextmanager
+async def intake_on(
+    tmp_path: Path, app: Shoal, changed: Callable[[UUID, Any], None] = lambda *_: None,
+    *, log_limit_bytes: int | None = None, published: Sequence[tuple[str, bytes, str]] = (),
+) -> AsyncIterator[NatsBus]:
+    """A running ReportIntake over a nats-server of its own; yields the bus to publish
+    reports on. ``published`` (subject, data, message id) are in the stream before the
+    intake starts, so that its first fetch takes them all."""
+    async with embedded(tmp_path) as nats, bus_on(nats.url, "server") as bus:
+        await bus.ensure_streams()
+        for subject, data, msg_id in published:
+            await bus.js_publish(subject, data, msg_id)
+        intake = ReportIntake(app, bus, changed, log_limit_bytes)
+        await intake.start()
+        try:
+            yield bus
+        finally:
+            await intake.stop()
+
+
+async def ended(app: Shoal, task_id: UUID, what: str = "the task to end") -> None:
+    await eventually(lambda: app.get_task(task_id).state.is_final, timeout=10, what=what)
+
+
 def test_reports_are_recorded_and_forgeries_refused(
     tmp_path: Path, app: Shoal, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -42,31 +68,24 @@ def test_reports_are_recorded_and_forgeries_refused(
         return Report(str(worker_id), str(task_id), STEP, token, kind, seq, **more)  # type: ignore[arg-type]
 
     async def body() -> None:
-        async with embedded(tmp_path) as nats, bus_on(nats.url, "server") as bus:
-            await bus.ensure_streams()
-            intake = ReportIntake(app, bus, lambda task_id, task: changed.append((task_id, task)))
-            await intake.start()
-            try:
-                out = subjects.reports(str(worker_id))
-                # A report naming the worker, sent on someone else's subject...
-                forged = report("finished", 9, outcome="success", exit_code=0)
-                await bus.js_publish(subjects.reports(intruder), encode(forged), "f1")
-                # ...garbage, a stale token, then the real ones in order.
-                await bus.js_publish(out, b"{not json", "g1")
-                stale = Report(str(worker_id), str(task_id), STEP, token - 1, "finished", 0,
-                               outcome="success")
-                await bus.js_publish(out, encode(stale), "s1")
-                for r in (report("started", 0, pid=4),
-                          report("log", 1, lines=(("2026-11-22T00:00:00+00:00", "stdout", "hello"),)),
-                          report("finished", 2, outcome="failed", exit_code=3, reason="exit code 3")):
-                    await bus.js_publish(out, encode(r), r.message_id())
-                # The same report again (a retry after a reconnect) counts once.
-                again = report("started", 0, pid=4)
-                await bus.js_publish(out, encode(again), again.message_id())
-                await eventually(lambda: app.get_task(task_id).state.is_final, timeout=10,
-                                 what="the task to end")
-            finally:
-                await intake.stop()
+        async with intake_on(tmp_path, app, lambda task_id, task: changed.append((task_id, task))) as bus:
+            out = subjects.reports(str(worker_id))
+            # A report naming the worker, sent on someone else's subject...
+            forged = report("finished", 9, outcome="success", exit_code=0)
+            await bus.js_publish(subjects.reports(intruder), encode(forged), "f1")
+            # ...garbage, a stale token, then the real ones in order.
+            await bus.js_publish(out, b"{not json", "g1")
+            stale = Report(str(worker_id), str(task_id), STEP, token - 1, "finished", 0,
+                           outcome="success")
+            await bus.js_publish(out, encode(stale), "s1")
+            for r in (report("started", 0, pid=4),
+                      report("log", 1, lines=(("2026-11-22T00:00:00+00:00", "stdout", "hello"),)),
+                      report("finished", 2, outcome="failed", exit_code=3, reason="exit code 3")):
+                await bus.js_publish(out, encode(r), r.message_id())
+            # The same report again (a retry after a reconnect) counts once.
+            again = report("started", 0, pid=4)
+            await bus.js_publish(out, encode(again), again.message_id())
+            await ended(app, task_id)
 
     caplog.set_level(logging.WARNING, logger="shoal.workers")
     asyncio.run(body())
@@ -101,17 +120,10 @@ def test_numbers_no_column_can_hold_are_refused_and_the_read_models_go_on(
             "exit_code": exit_code}).encode()
 
     async def body() -> None:
-        async with embedded(tmp_path) as nats, bus_on(nats.url, "server") as bus:
-            await bus.ensure_streams()
-            intake = ReportIntake(app, bus, lambda *_: None)
-            await intake.start()
-            try:
-                await bus.js_publish(out, finished(0, 2**63), "huge")
-                await bus.js_publish(out, finished(1, 7), "fine")
-                await eventually(lambda: app.get_task(task_id).state.is_final, timeout=10,
-                                 what="the task to end")
-            finally:
-                await intake.stop()
+        async with intake_on(tmp_path, app) as bus:
+            await bus.js_publish(out, finished(0, 2**63), "huge")
+            await bus.js_publish(out, finished(1, 7), "fine")
+            await ended(app, task_id)
 
     caplog.set_level(logging.WARNING, logger="shoal.workers")
     asyncio.run(body())
@@ -136,11 +148,13 @@ def test_a_report_that_cannot_be_recorded_does_not_hold_up_the_others(
     real = app.apply_report_batch
     attempts: list[UUID] = []
 
-    def apply_report_batch(groups: Sequence[ReportGroup]) -> list[ReportOutcome]:
+    def apply_report_batch(
+        groups: Sequence[ReportGroup], log_limit: int | None = None
+    ) -> list[ReportOutcome]:
         attempts.extend(g.task_id for g in groups if g.task_id == poisoned)
         if any(g.task_id == poisoned for g in groups):
             raise TypeError("a report nobody foresaw")
-        return real(groups)
+        return real(groups, log_limit)
 
     monkeypatch.setattr(app, "apply_report_batch", apply_report_batch)
 
@@ -148,25 +162,17 @@ def test_a_report_that_cannot_be_recorded_does_not_hold_up_the_others(
         return Report(str(worker_id), str(task_id), STEP, token, "finished", 0, outcome="success",
                       exit_code=0)
 
+    # Both wait in the stream before the intake starts: one batch holds them.
+    reports = [finished(task_id, worker_id, token) for task_id, worker_id, token in (
+        (poisoned, poisoned_worker, poisoned_token), (healthy, healthy_worker, healthy_token))]
+    published = [(subjects.reports(r.worker_id), encode(r), r.message_id()) for r in reports]
+
     async def body() -> None:
-        async with embedded(tmp_path) as nats, bus_on(nats.url, "server") as bus:
-            await bus.ensure_streams()
-            # Both wait in the stream before the intake starts: one batch holds them.
-            for task_id, worker_id, token in ((poisoned, poisoned_worker, poisoned_token),
-                                              (healthy, healthy_worker, healthy_token)):
-                report = finished(task_id, worker_id, token)
-                await bus.js_publish(subjects.reports(str(worker_id)), encode(report),
-                                     report.message_id())
-            intake = ReportIntake(app, bus, lambda *_: None)
-            await intake.start()
-            try:
-                await eventually(lambda: app.get_task(healthy).state.is_final, timeout=10,
-                                 what="the healthy task to end")
-                tried = len(attempts)
-                await asyncio.sleep(2.5)  # a nak'd batch comes back after 1 s
-                assert len(attempts) == tried, "the dropped report was delivered again"
-            finally:
-                await intake.stop()
+        async with intake_on(tmp_path, app, published=published):
+            await ended(app, healthy, "the healthy task to end")
+            tried = len(attempts)
+            await asyncio.sleep(2.5)  # a nak'd batch comes back after 1 s
+            assert len(attempts) == tried, "the dropped report was delivered again"
 
     caplog.set_level(logging.WARNING, logger="shoal.workers")
     asyncio.run(body())
@@ -188,23 +194,16 @@ def test_a_worker_sending_more_log_than_it_was_told_has_it_cut(
     at = "2026-12-07T00:00:00.000+00:00"
 
     async def body() -> None:
-        async with embedded(tmp_path) as nats, bus_on(nats.url, "server") as bus:
-            await bus.ensure_streams()
-            # A limit of 0 leaves only the slack: 1 MiB of text.
-            intake = ReportIntake(app, bus, lambda *_: None, log_limit_bytes=0)
-            await intake.start()
-            try:
-                for seq in range(4):  # 4 x 300 lines of 1,000 characters: 1.2 MB
-                    report = Report(str(worker_id), str(task_id), STEP, token, "log", seq,
-                                    lines=tuple((at, "stdout", line) for _ in range(300)))
-                    await bus.js_publish(out, encode(report), report.message_id())
-                done = Report(str(worker_id), str(task_id), STEP, token, "finished", 4,
-                              outcome="success", exit_code=0)
-                await bus.js_publish(out, encode(done), done.message_id())
-                await eventually(lambda: app.get_task(task_id).state.is_final, timeout=10,
-                                 what="the task to end")
-            finally:
-                await intake.stop()
+        # A limit of 0 leaves only the slack: 1 MiB of text.
+        async with intake_on(tmp_path, app, log_limit_bytes=0) as bus:
+            for seq in range(4):  # 4 x 300 lines of 1,000 characters: 1.2 MB
+                report = Report(str(worker_id), str(task_id), STEP, token, "log", seq,
+                                lines=tuple((at, "stdout", line) for _ in range(300)))
+                await bus.js_publish(out, encode(report), report.message_id())
+            done = Report(str(worker_id), str(task_id), STEP, token, "finished", 4,
+                          outcome="success", exit_code=0)
+            await bus.js_publish(out, encode(done), done.message_id())
+            await ended(app, task_id)
 
     asyncio.run(body())
     log: object = app.repository.get(log_id(task_id))
