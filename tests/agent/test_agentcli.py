@@ -111,7 +111,7 @@ def _serve_http(monkeypatch: pytest.MonkeyPatch, handler: Callable[[httpx.Reques
         seen.append(f"{request.method} {request.url.path}")
         return handler(request)
 
-    def client(server: str, api_key: str) -> httpx.Client:
+    def client(server: str, api_key: str, prog: str = "shoal") -> httpx.Client:
         return httpx.Client(base_url=server, headers={"X-Api-Key": api_key},
                             transport=httpx.MockTransport(record))
 
