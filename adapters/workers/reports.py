@@ -164,8 +164,9 @@ class ReportIntake:
                     log.exception("could not record reports; they will be delivered again")
                     await _nak(msgs[i:])  # the rest too, so they stay in order
                     return
+                # The traceback goes to the log line's "error"; the reason stands apart.
                 log.error("report dropped: it cannot be recorded", exc_info=True, extra={
-                    "worker_id": _worker_of(msg.subject), "error": f"{type(exc).__name__}: {exc}"})
+                    "worker_id": _worker_of(msg.subject), "reason": f"{type(exc).__name__}: {exc}"})
                 with contextlib.suppress(Exception):
                     await msg.term()
 

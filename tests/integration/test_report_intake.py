@@ -179,7 +179,7 @@ def test_a_report_that_cannot_be_recorded_does_not_hold_up_the_others(
     assert app.get_task(healthy).state is TaskState.SUCCESS
     assert app.get_task(poisoned).state is TaskState.EXECUTING
     dropped = [r for r in caplog.records if r.getMessage() == "report dropped: it cannot be recorded"]
-    assert len(dropped) == 1 and "a report nobody foresaw" in dropped[0].__dict__["error"]
+    assert len(dropped) == 1 and "a report nobody foresaw" in dropped[0].__dict__["reason"]
     assert dropped[0].__dict__["worker_id"] == str(poisoned_worker)
 
 
