@@ -50,7 +50,7 @@ class TaskLog(ShoalAggregate):
         self.task_id = task_id
         self.line_count = 0
         self.is_deleted = False
-        self.step_chars: dict[str, int] = {}  # characters of text kept, by step
+        self.step_chars: dict[str, int] = {}  # characters kept by step (see line_size)
         self.cut_steps: set[str] = set()
 
     def append(self, step: str, lines: list[Line], actor: Actor) -> None:
@@ -60,10 +60,10 @@ class TaskLog(ShoalAggregate):
 
     def append_within(self, step: str, lines: list[Line], limit: int, actor: Actor) -> None:
         """Add a batch a worker sent, keeping the step's log within ``limit`` characters
-        of text: what does not fit is dropped, and the first time that happens a system
-        line says so and the step's log is cut for good. The worker
-        keeps its own limit; this holds one that does not (a bug, or a hostile machine)
-        from filling the server's disk."""
+        (line_size): what does not fit is dropped, and the first time that happens a
+        system line says so and the step's log is cut for good. The worker keeps its own
+        limit; this holds one that does not (a bug, or a hostile machine) from filling
+        the server's disk."""
         if step in self.cut_steps:
             return
         kept, fits = within_limit(lines, self.step_chars.get(step, 0), limit)
@@ -76,19 +76,25 @@ class TaskLog(ShoalAggregate):
     @event(LinesAppended)
     def _append(self, task_id: UUID, step: str, lines: list[Line], actor: Actor) -> None:
         self.line_count += len(lines)
-        self.step_chars[step] = self.step_chars.get(step, 0) + sum(len(line[2]) for line in lines)
+        self.step_chars[step] = self.step_chars.get(step, 0) + sum(map(line_size, lines))
 
     @event(Cut)
     def _cut(self, task_id: UUID, step: str, limit: int, actor: Actor) -> None:
         self.cut_steps.add(step)
 
 
+def line_size(line: Line) -> int:
+    """What a line counts against a step's log limit: its text and its newline, as the
+    agent counts the bytes it read (so empty lines are not free)."""
+    return len(line[2]) + 1
+
+
 def within_limit(lines: list[Line], used: int, limit: int) -> tuple[list[Line], bool]:
-    """The leading lines of a batch whose text fits in what is left of ``limit`` after
-    ``used`` characters, and whether the whole batch fit."""
+    """The leading lines of a batch that fit in what is left of ``limit`` after ``used``
+    (line_size), and whether the whole batch fit."""
     room = limit - used
     for i, line in enumerate(lines):
-        room -= len(line[2])
+        room -= line_size(line)
         if room < 0:
             return lines[:i], False
     return lines, True
@@ -96,8 +102,8 @@ def within_limit(lines: list[Line], used: int, limit: int) -> tuple[list[Line], 
 
 def cut_notice(limit: int) -> str:
     """The system line that ends a log the server cut."""
-    return (f"[log cut by the server: the worker sent more than {limit:,} characters for this "
-            "step; the rest was dropped]")
+    return (f"[log cut by the server: the worker sent more than {limit:,} characters of log for "
+            "this step; the rest was dropped]")
 
 
 def is_log_event(event: Any) -> bool:

@@ -86,8 +86,9 @@ class ReportIntake:
         self.app = app
         self.bus = bus
         self.on_changed = on_changed
-        # Counted in characters of text, which an honest agent's log never has more of
-        # than bytes, plus room for its own markers and system lines.
+        # Counted as the agent counts (TaskLog.line_size: text and newline), in characters,
+        # which an honest agent's log never has more of than bytes; with room for its
+        # own markers and system lines.
         self.log_limit = None if log_limit_bytes is None else log_limit_bytes + LOG_SLACK_CHARS
         self.artifacts = ObjectFiles(bus, subjects.ARTIFACTS_BUCKET)
         self._task: asyncio.Task[None] | None = None

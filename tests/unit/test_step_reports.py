@@ -212,11 +212,11 @@ def test_a_worker_clock_off_by_an_hour_still_gives_a_start_between_assignment_an
 
 
 @pytest.mark.parametrize(("texts", "used", "limit", "kept", "fits"), [
-    (["ab", "cd"], 0, 4, ["ab", "cd"], True),
-    (["ab", "cd"], 1, 4, ["ab"], False),
-    (["abcde"], 0, 4, [], False),
+    (["ab", "cd"], 0, 6, ["ab", "cd"], True),  # each line counts its newline too
+    (["ab", "cd"], 1, 6, ["ab"], False),
+    (["abcde"], 0, 5, [], False),
     ([], 9, 4, [], True),
-    (["", ""], 4, 4, ["", ""], True),
+    (["", "", ""], 2, 4, ["", ""], False),  # empty lines are not free
 ])
 def test_within_limit_keeps_the_leading_lines_that_fit(
     texts: list[str], used: int, limit: int, kept: list[str], fits: bool
@@ -237,11 +237,11 @@ def test_a_worker_that_sends_more_log_than_a_step_keeps_has_the_rest_dropped(app
 
     for batch in (log("12345", "67890"), log("abcde", "fghij", "klmno"), log("more"), log("and more")):
         _, refused = app.apply_reports(task_id, worker_id, [batch], actor=agent(worker_id),
-                                       log_limit=12)
+                                       log_limit=14)
         assert refused == []
     app.apply_reports(task_id, worker_id, [StepReport(STEP, token, "finished", outcome="success",
                                                       exit_code=0)], actor=agent(worker_id),
-                      log_limit=12)
+                      log_limit=14)
 
     task_log = app.repository.get(log_id(task_id))
     assert isinstance(task_log, TaskLog)
@@ -249,7 +249,7 @@ def test_a_worker_that_sends_more_log_than_a_step_keeps_has_the_rest_dropped(app
     appended = [e for e in events_after(app, 0) if isinstance(e, TaskLog.LinesAppended)]
     lines = [line for e in appended for line in e.lines]
     assert [line[2] for line in lines[:2]] == ["12345", "67890"]
-    assert lines[2][1] == "system" and lines[2][2] == cut_notice(12)
+    assert lines[2][1] == "system" and lines[2][2] == cut_notice(14)
     assert [type(e).__name__ for e in events_after(app, 0)].count("Cut") == 1
     # The step itself is not the log's business: its end is recorded as reported.
     assert app.get_task(task_id).state is TaskState.SUCCESS
@@ -261,4 +261,4 @@ def test_without_a_limit_a_log_is_kept_whole(app: Shoal) -> None:
         ["2026-12-07T00:00:00.000+00:00", "stdout", "x" * 100],))], actor=agent(worker_id))
     task_log = app.repository.get(log_id(task_id))
     assert isinstance(task_log, TaskLog) and task_log.cut_steps == set()
-    assert task_log.step_chars == {STEP: 100}
+    assert task_log.step_chars == {STEP: 101}
