@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapters.cliargs import api_key, positive, server_url
+from adapters.cliargs import positive, server_options
 
 if TYPE_CHECKING:
     import httpx
@@ -43,8 +43,7 @@ def add_agent_commands(commands: Any) -> None:
         description="Register a worker with the server and keep its credentials in the home "
         "folder (mode 0600).",
     )
-    register.add_argument("--server", type=server_url, required=True, help="e.g. http://127.0.0.1:8000")
-    register.add_argument("--api-key", type=api_key, required=True, help="an API key with ConfigureServer")
+    server_options(register, "an API key with ConfigureServer")
     register.add_argument("--name", required=True, help="the worker's name")
     register.add_argument(
         "--worker-pool", dest="worker_pools", action="append", required=True, metavar="POOL",
@@ -70,8 +69,8 @@ def add_agent_commands(commands: Any) -> None:
         "forget the registration. With --api-key, fall back to HTTP when NATS cannot be reached.",
     )
     deregister.add_argument("--home", type=Path, help=home_help)
-    deregister.add_argument("--server", type=server_url, help="the server (default: the one registered with)")
-    deregister.add_argument("--api-key", type=api_key, help="an API key, for the HTTP fallback")
+    server_options(deregister, "an API key, for the HTTP fallback", required=False,
+                   server_help="the server (default: the one registered with)")
 
 
 def run_agent_command(args: argparse.Namespace) -> int:

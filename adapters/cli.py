@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from adapters.cliargs import api_key, port, positive, server_url, undecodable
+from adapters.cliargs import port, positive, server_options, undecodable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -80,7 +80,7 @@ def build_parser() -> Parser:
         "run-script", help="run an ad-hoc script", description="Queue an ad-hoc script and "
         "print its task id. With --wait, stream its log and exit 0 on success, 1 otherwise.",
     )
-    _server_options(script)
+    server_options(script)
     script.add_argument("--worker-pool", help="pool name or id (default: the default pool)")
     script.add_argument("--syntax", choices=["bash", "sh", "python"], default="bash")
     body = script.add_mutually_exclusive_group(required=True)
@@ -94,7 +94,7 @@ def build_parser() -> Parser:
         "tail", help="follow the audit log", description="Print every event after --after as "
         "a JSON line, then keep following.",
     )
-    _server_options(tail)
+    server_options(tail)
     tail.add_argument("--after", type=int, default=0, help="start after this position")
 
     from adapters.agentcli import add_agent_commands
@@ -104,11 +104,6 @@ def build_parser() -> Parser:
 
     add_worker_commands(commands)
     return parser
-
-
-def _server_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", type=server_url, required=True, help="e.g. http://127.0.0.1:8000")
-    parser.add_argument("--api-key", type=api_key, required=True, help="an API key")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -45,6 +45,16 @@ def server_url(text: str) -> str:
     return text
 
 
+def server_options(
+    parser: argparse.ArgumentParser, key_help: str = "an API key", *, required: bool = True,
+    server_help: str = "e.g. http://127.0.0.1:8000",
+) -> None:
+    """``--server`` and ``--api-key``, checked as every command that talks to a server
+    checks them."""
+    parser.add_argument("--server", type=server_url, required=required, help=server_help)
+    parser.add_argument("--api-key", type=api_key, required=required, help=key_help)
+
+
 def api_key(text: str) -> str:
     """An API key as typed: printable ASCII (it travels in an HTTP header)."""
     if not text or not text.isascii() or not text.isprintable():

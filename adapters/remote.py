@@ -62,7 +62,7 @@ class PatientReads(httpx.BaseTransport):
     ) -> None:
         self._inner = inner
         self._patience_s = patience_s
-        self._notice = notice or (lambda text: print(text, file=sys.stderr, flush=True))
+        self._notice = notice or notice_as("shoal")
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         deadline = time.monotonic() + self._patience_s

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from adapters.cliargs import api_key, positive, remote_port, server_url
+from adapters.cliargs import positive, remote_port, server_options
 
 EXIT_OK, EXIT_USAGE = 0, 2
 MAX_KEY_FILE_BYTES = 64 * 1024
@@ -27,8 +27,7 @@ def add_worker_commands(commands: Any) -> None:
         "The private key is sent to the server, which keeps it encrypted and never shows it "
         "again; or name a key file on the server with --private-key-ref.",
     )
-    ssh.add_argument("--server", type=server_url, required=True, help="e.g. http://127.0.0.1:8000")
-    ssh.add_argument("--api-key", type=api_key, required=True, help="an API key with ConfigureServer")
+    server_options(ssh, "an API key with ConfigureServer")
     ssh.add_argument("--name", required=True, help="the worker's name")
     ssh.add_argument(
         "--worker-pool", dest="worker_pools", action="append", required=True, metavar="POOL",
