@@ -21,6 +21,7 @@ from adapters.store import (
 )
 from projections.catalog import all_projections
 from projections.runner import ProjectionRunner, diff
+from projections.skipped import skipped_events
 from projections.sql import Database
 
 
@@ -50,8 +51,8 @@ def _replay(runner: ProjectionRunner, until: int, progress: _Progress) -> None:
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    """Exit 0 when rebuilt or verified equal, 1 when verification found a difference,
-    3 when the store cannot be reached."""
+    """Exit 0 when rebuilt or verified equal, 1 when verification found a difference or
+    an event could not be applied (each is named), 3 when the store cannot be reached."""
     settings = Settings.from_env(data_dir=args.data_dir, database_url=args.database_url)
     if settings.database_url is None and not (settings.data_dir / "events.db").exists():
         print(f"shoal replay: no event store in {settings.data_dir}", file=sys.stderr)
@@ -76,11 +77,25 @@ def run_replay(args: argparse.Namespace) -> int:
             took = time.monotonic() - started
             print(f"rebuilt {len(runner.projections)} projections from {runner.position} "
                   f"events in {took:.2f}s")
-            return 0
+            return 1 if _set_aside(live) else 0
         return _verify(settings, log, runner, started)
     finally:
         live.close()
         app.close()
+
+
+def _set_aside(views: Database) -> bool:
+    """Name on stderr the events a projection could not apply; whether there were any."""
+    skipped = skipped_events(views)
+    if skipped:
+        events = len({s.position for s in skipped})
+        print(f"{events} event{'s' if events > 1 else ''} could not be applied and "
+              f"{'were' if events > 1 else 'was'} set aside (the read models lack "
+              f"{'them' if events > 1 else 'it'}):", file=sys.stderr)
+        for s in skipped:
+            print(f"  position {s.position} {s.event_type} in {s.projection}: {s.error}",
+                  file=sys.stderr)
+    return bool(skipped)
 
 
 def _verify(settings: Settings, log: ApplicationLog, live: ProjectionRunner, started: float) -> int:
@@ -120,4 +135,4 @@ def _verify(settings: Settings, log: ApplicationLog, live: ProjectionRunner, sta
         return 1
     print(f"verified {len(live.projections)} projections against a replay of {until} "
           f"events in {took:.2f}s: identical")
-    return 0
+    return 1 if _set_aside(live.db) else 0

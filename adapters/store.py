@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from domain.app import Shoal
+from projections.skipped import Undecodable, describe
 
 log = logging.getLogger("shoal.store")
 
@@ -150,7 +151,13 @@ class ApplicationLog:
             start=after, limit=limit, stop=upto, inclusive_of_start=False
         )
         to_event = self.app.mapper.to_domain_event
-        return [(n.id, to_event(n)) for n in notifications]
+        events: list[tuple[int, Any]] = []
+        for n in notifications:
+            try:
+                events.append((n.id, to_event(n)))
+            except Exception as exc:  # e.g. an event a newer version wrote
+                events.append((n.id, Undecodable(n.topic, describe(exc))))
+        return events
 
     def max_position(self) -> int:
         """The last position written."""
@@ -165,6 +172,9 @@ class SqliteViews:
     block the projection writer."""
 
     dialect = "sqlite"
+    # Locked, busy, full, I/O errors; but also a statement the schema does not fit, which
+    # is a bug of ours to fix rather than an event to set aside.
+    transient_errors: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -277,8 +287,15 @@ class PostgresViews:
     dialect = "postgres"
 
     def __init__(self, database_url: str, *, max_size: int = 10) -> None:
+        import psycopg
         from psycopg_pool import ConnectionPool
 
+        # The connection, a lock or serialization failure, a full disk (all
+        # OperationalError, as is the pool's timeout); not data the columns refuse
+        # (DataError) or a broken rule (IntegrityError).
+        self.transient_errors: tuple[type[BaseException], ...] = (
+            psycopg.OperationalError, psycopg.InterfaceError,
+        )
         self.target = PostgresTarget.parse(database_url)
         self.pool = ConnectionPool(
             self.target.conninfo(), min_size=1, max_size=max_size, open=True, timeout=10,

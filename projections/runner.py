@@ -4,6 +4,11 @@ The library's stock runner commits one transaction per event (~3,000 events/s on
 SQLite). This one reads the log in batches and applies a whole batch, for every
 projection, in one transaction together with the tracking rows, so a crash can never
 leave a view ahead of or behind its tracking position.
+
+A batch that fails with an error that may pass (a lost connection, a locked database) is
+tried again whole, after a back-off. One that fails otherwise is applied again one event
+at a time, and an event that a projection cannot apply even on its own is set aside for
+that projection (projections/skipped.py), so one bad event never stops the read models.
 """
 
 from __future__ import annotations
@@ -14,6 +19,15 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from projections.base import Projection
+from projections.skipped import (
+    SKIPPED_DDL,
+    SkippedEvent,
+    Undecodable,
+    describe,
+    event_type_of,
+    forget,
+    record,
+)
 from projections.sql import Cursor, Database, Row
 from projections.watch import PositionWatch
 
@@ -87,6 +101,7 @@ class ProjectionRunner:
         """Create tables; rebuild any projection whose version changed since last run."""
         with self.db.write() as cur:
             cur.execute(TRACKING_DDL)
+            cur.execute(SKIPPED_DDL)
             cur.execute("SELECT projection, version, position FROM rm_tracking")
             tracked = {r[0]: (r[1], r[2]) for r in cur.fetchall()}
             for p in self.projections:
@@ -94,6 +109,7 @@ class ProjectionRunner:
                 if version is not None and version != p.version:
                     log.info("projection %s changed (v%s -> v%s): rebuilding", p.name, version, p.version)
                     p.drop(cur)
+                    forget(cur, p.name)
                     position = 0
                 p.create(cur)
                 if version != p.version:
@@ -119,19 +135,53 @@ class ProjectionRunner:
             self._positions[p.name] = int(found.get(p.name, 0))
 
     def step(self, until: int | None = None) -> int:
-        """Apply at most one batch; returns how many events it applied."""
+        """Apply at most one batch; returns how many events it applied (or set aside)."""
         start = self.position
         if until is not None and start >= until:
             return 0
         batch = self.log.read(start, self.batch_size, until)
         if not batch:
             return 0
+        if any(isinstance(event, Undecodable) for _, event in batch):
+            self._apply_one_at_a_time(start, batch, "an event in it could not be decoded")
+        else:
+            try:
+                self._apply(batch, self.projections)
+            except _Overtaken:
+                raise
+            except Exception as exc:
+                if self.passes(exc):
+                    raise  # retried whole, after a back-off
+                self._apply_one_at_a_time(start, batch, describe(exc))
+        self.watch.advance(self.position)
+        if self._on_progress is not None:
+            self._on_progress(self.position)
+        return len(batch)
+
+    def _apply_one_at_a_time(
+        self, after: int, batch: Sequence[tuple[int, Any]], reason: str
+    ) -> None:
+        # Something in the batch fails every time it is tried: find it, one event per
+        # transaction, so that only what cannot be applied is set aside.
+        log.warning("a projection batch failed; applying its events one at a time",
+                    extra={"after": after, "events": len(batch), "reason": reason})
+        for position, event in batch:
+            self._apply_alone(position, event)
+
+    def passes(self, exc: BaseException) -> bool:
+        """Whether ``exc`` may well not happen again (a lost connection, a locked or full
+        database): then the batch is tried again later, and nothing is set aside."""
+        return isinstance(exc, (OSError, MemoryError, *self.db.transient_errors))
+
+    def _apply(self, batch: Sequence[tuple[int, Any]], projections: Sequence[Projection]) -> None:
+        """Apply ``batch`` to the ``projections`` still behind it, in one transaction with
+        their tracking rows."""
         last = batch[-1][0]
         with self.db.write() as cur:
             # Projections that had reached the same position (normally all of them) move
             # on together, with one tracking statement rather than one each.
             behind: dict[int, list[str]] = {}
-            for p in self.projections:
+            for p in projections:
                 done = self._positions[p.name]
                 if done >= last:
                     continue
@@ -142,12 +192,53 @@ class ProjectionRunner:
             for done, names in behind.items():
                 if not self._track(cur, names, done, last):
                     raise _Overtaken
-        for p in self.projections:
+        for p in projections:
             self._positions[p.name] = max(self._positions[p.name], last)
-        self.watch.advance(self.position)
-        if self._on_progress is not None:
-            self._on_progress(self.position)
-        return len(batch)
+
+    def _apply_alone(self, position: int, event: Any) -> None:
+        """Apply one event in a transaction of its own; when that fails for good, apply it
+        to each projection on its own, setting it aside for those that cannot."""
+        behind = [p for p in self.projections if self._positions[p.name] < position]
+        if not behind:
+            return
+        if not isinstance(event, Undecodable):
+            try:
+                self._apply([(position, event)], behind)
+                return
+            except _Overtaken:
+                raise
+            except Exception as exc:
+                if self.passes(exc):
+                    raise
+        set_aside = [s for p in behind if (s := self._apply_or_set_aside(p, position, event))]
+        if set_aside:  # else it failed only together with others, and each took it alone
+            log.error("an event could not be applied and was set aside; the read models go on "
+                      "without it (`shoal replay` applies it once the cause is fixed)",
+                      extra={"position": position, "event_type": event_type_of(event),
+                             "projections": ", ".join(s.projection for s in set_aside),
+                             "reason": set_aside[0].error})
+
+    def _apply_or_set_aside(self, p: Projection, position: int, event: Any) -> SkippedEvent | None:
+        """Apply one event to one projection; None when it could, else what was set aside."""
+        if isinstance(event, Undecodable):
+            error = event.error
+        else:
+            try:
+                self._apply([(position, event)], [p])
+                return None
+            except _Overtaken:
+                raise
+            except Exception as exc:
+                if self.passes(exc):
+                    raise
+                error = describe(exc)
+        skipped = SkippedEvent(p.name, position, event_type_of(event), error)
+        with self.db.write() as cur:
+            record(cur, skipped)
+            if not self._track(cur, [p.name], self._positions[p.name], position):
+                raise _Overtaken
+        self._positions[p.name] = position
+        return skipped
 
     def _track(self, cur: Cursor, names: list[str], expected: int, position: int) -> bool:
         # Compare-and-set: if another node sharing these tables moved on, roll back.
@@ -225,6 +316,7 @@ class ProjectionRunner:
     def reset(self) -> None:
         """Empty every projection and set it back to position 0, in one transaction."""
         with self.db.write() as cur:
+            forget(cur)
             for p in self.projections:
                 p.drop(cur)
                 p.create(cur)

@@ -33,6 +33,9 @@ class Database(Protocol):
     """Where read models live: SQLite file or PostgreSQL schema."""
 
     dialect: str
+    # Errors that say the database is away or busy, not that a statement is wrong: a
+    # projection batch that fails with one is tried again later, never set aside.
+    transient_errors: tuple[type[BaseException], ...]
 
     def write(self) -> AbstractContextManager[Cursor]:
         """One transaction, committed on a clean exit and rolled back otherwise."""

@@ -1,0 +1,140 @@
+"""An event a projection cannot apply is set aside for that projection alone, on real
+databases: the read models go on, the event is named, and errors that may pass (a lost
+connection, a locked database) are retried rather than set aside."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+from uuid import uuid4
+
+import pytest
+from eventsourcing.persistence import StoredEvent
+
+from domain.app import Shoal
+from domain.pools import WorkerPool
+from projections.audit import read_events
+from projections.base import Projection
+from projections.catalog import all_projections
+from projections.pools import list_pools
+from projections.skipped import SkippedEvent, skipped_count, skipped_events
+from projections.sql import Cursor
+from tests.helpers import TESTER
+from tests.integration.conftest import Views
+from tests.integration.test_runner import Runners, count, event_count, register, tracking
+
+pytestmark = pytest.mark.integration
+
+
+class PoolSizes(Projection):
+    """Keeps a number per pool that no column can hold for a pool called "poison": the
+    database itself refuses the row (SQLite in its driver, PostgreSQL at the commit of a
+    pipelined batch), every time it is tried."""
+
+    name = "pool_sizes"
+    tables: ClassVar[dict[str, str]] = {"rm_pool_sizes": "position BIGINT PRIMARY KEY, size BIGINT"}
+
+    def process(self, event: Any, position: int, cur: Cursor) -> None:
+        if isinstance(event, WorkerPool.Created):
+            size = 2**63 if event.name == "poison" else len(event.name)
+            cur.execute("INSERT INTO rm_pool_sizes VALUES (?, ?)", (position, size))
+
+
+def positions(views: Views) -> list[int]:
+    with views.read() as cur:
+        cur.execute("SELECT position FROM rm_pool_sizes ORDER BY position")
+        return [int(r[0]) for r in cur.fetchall()]
+
+
+def test_an_event_a_projection_cannot_apply_is_set_aside_for_it_alone(
+    app: Shoal, views: Views, new_runner: Runners
+) -> None:
+    before = app.create_pool(name="before", actor=TESTER).position
+    poison = app.create_pool(name="poison", actor=TESTER).position
+    register(app, "after", "w-1")  # more events in the same batch, after the bad one
+    runner = new_runner(app, views, [*all_projections(), PoolSizes()])
+    runner.setup()
+
+    assert runner.catch_up() == event_count(app)  # it did not stop at the bad event
+
+    last = app.recorder.max_notification_id()
+    assert {position for _, position in tracking(views).values()} == {last}
+    [skipped] = skipped_events(views)
+    assert skipped[:3] == SkippedEvent("pool_sizes", poison, "WorkerPool.Created", "")[:3]
+    assert skipped.error.split(":")[0] in ("OverflowError", "NumericValueOutOfRange")
+    assert skipped_count(views) == 1
+    # Only that projection lacks it; the others have every event, the bad one included.
+    assert {p["name"] for p in list_pools(views)[0]} >= {"before", "poison", "after"}
+    assert count(views, "rm_audit") == event_count(app)
+    sizes = positions(views)
+    assert before in sizes and poison not in sizes and max(sizes) > poison
+
+    # A rebuild forgets what was set aside, and meets the same event again.
+    runner.reset()
+    assert skipped_events(views) == []
+    runner.catch_up()
+    assert [s.position for s in skipped_events(views)] == [poison]
+
+
+def test_an_event_this_version_cannot_decode_is_set_aside_by_every_projection(
+    app: Shoal, views: Views, new_runner: Runners
+) -> None:
+    app.create_pool(name="before", actor=TESTER)
+    # As a newer version of Shoal would have written it.
+    topic = "domain.pools:WorkerPool.Renumbered"
+    app.recorder.insert_events([StoredEvent(
+        originator_id=uuid4(), originator_version=1, topic=topic, state=b"{}",
+    )])
+    unknown = app.recorder.max_notification_id()
+    app.create_pool(name="after", actor=TESTER)
+    runner = new_runner(app, views)
+    runner.setup()
+
+    runner.catch_up()
+
+    assert runner.position == app.recorder.max_notification_id()
+    skipped = skipped_events(views)
+    assert {s.projection for s in skipped} == {p.name for p in all_projections()}
+    assert {(s.position, s.event_type) for s in skipped} == {(unknown, topic)}
+    assert skipped_count(views) == 1
+    assert {p["name"] for p in list_pools(views)[0]} >= {"before", "after"}
+    audit = [e["position"] for e in read_events(views, limit=10**6).items]
+    assert unknown not in audit and len(audit) == event_count(app) - 1
+
+
+class Flaky(Projection):
+    """Fails on one event with the error its database gives when it is away or busy."""
+
+    name = "flaky"
+    tables: ClassVar[dict[str, str]] = {"rm_flaky": "position BIGINT PRIMARY KEY"}
+
+    def __init__(self, error: BaseException, on: int) -> None:
+        self.error: BaseException | None = error
+        self.on = on
+
+    def process(self, event: Any, position: int, cur: Cursor) -> None:
+        if position == self.on and self.error is not None:
+            raise self.error
+        cur.execute("INSERT INTO rm_flaky VALUES (?)", (position,))
+
+
+@pytest.mark.parametrize("kind", ["database", "os"])
+def test_an_error_that_may_pass_is_retried_whole_and_nothing_is_set_aside(
+    app: Shoal, views: Views, new_runner: Runners, kind: str
+) -> None:
+    app.create_pool(name="one", actor=TESTER)
+    on = app.create_pool(name="two", actor=TESTER).position
+    app.create_pool(name="three", actor=TESTER)
+    error = views.transient_errors[0]("database is locked") if kind == "database" \
+        else OSError("disk I/O error")
+    flaky = Flaky(error, on)
+    runner = new_runner(app, views, [*all_projections(), flaky])
+    runner.setup()
+
+    with pytest.raises(type(error)):
+        runner.catch_up()
+    assert runner.position == 0 and skipped_events(views) == []
+    assert count(views, "rm_flaky") == count(views, "rm_audit") == 0
+
+    flaky.error = None  # it passed
+    assert runner.catch_up() == event_count(app)
+    assert count(views, "rm_flaky") == event_count(app) and skipped_events(views) == []
