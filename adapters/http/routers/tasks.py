@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
-import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field, StrictInt, StrictStr
@@ -16,6 +15,7 @@ from pydantic import BaseModel, Field, StrictInt, StrictStr
 from adapters.bootstrap import ServerContainer
 from adapters.http.deps import App, Container, Tasks, Views, require, wait_for
 from adapters.http.jsonbody import StrictJsonRoute
+from adapters.http.logfollow import LOG_BATCH, follow_log
 from adapters.http.schemas import (
     MAX_POSITION,
     Page,
@@ -41,7 +41,6 @@ router = APIRouter(prefix="/api/tasks", tags=["tasks"], route_class=StrictJsonRo
 CanView = Annotated[Actor, Depends(require(Permission.TASK_VIEW))]
 CanCreate = Annotated[Actor, Depends(require(Permission.TASK_CREATE))]
 
-LOG_BATCH = 2000
 
 
 class RunStateOut(BaseModel):
@@ -261,31 +260,18 @@ async def log(
     if not follow:
         return StreamingResponse(_text_log(container, tid), media_type="text/plain; charset=utf-8")
 
-    async def events() -> AsyncIterator[bytes]:
-        after = _resume_after(last_event_id)
-        while not await request.is_disconnected():
-            lines = await asyncio.to_thread(
-                read_log, container.views, tid, after=after, limit=LOG_BATCH
-            )
-            for line in lines:
-                after = (line["position"], line["idx"])
-                payload = orjson.dumps({**line, "line": format_line(line)})
-                yield b"id: %d.%d\ndata: %s\n\n" % (after[0], after[1], payload)
-            if len(lines) == LOG_BATCH:
-                continue
-            current = await asyncio.to_thread(get_task, container.views, tid)
-            if current is not None and TaskState(current["state"]).is_final:
-                rest = await asyncio.to_thread(read_log, container.views, tid, after=after)
-                for line in rest:
-                    after = (line["position"], line["idx"])
-                    payload = orjson.dumps({**line, "line": format_line(line)})
-                    yield b"id: %d.%d\ndata: %s\n\n" % (after[0], after[1], payload)
-                yield b"event: end\ndata: %s\n\n" % orjson.dumps({"state": current["state"]})
-                return
-            if not await watch.wait_async(watch.position + 1, 15.0):
-                yield b": keep-alive\n\n"
+    async def lines(after: tuple[int, int], limit: int) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(read_log, container.views, tid, after=after, limit=limit)
 
+    async def state() -> str | None:
+        current = await asyncio.to_thread(get_task, container.views, tid)
+        return None if current is None else str(current["state"])
+
+    async def more() -> bool:
+        return await watch.wait_async(watch.position + 1, 15.0)
+
+    events = follow_log(_resume_after(last_event_id), lines, state, more, request.is_disconnected)
     return StreamingResponse(
-        events(), media_type="text/event-stream",
+        events, media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
