@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 import orjson
@@ -16,7 +16,8 @@ from adapters.http.jsonbody import StrictJsonRoute
 from adapters.http.schemas import MAX_POSITION
 from domain.actors import Actor
 from domain.keys import Permission
-from projections.audit import read_events
+from projections.audit import AuditPage, read_events
+from projections.watch import PositionWatch
 
 router = APIRouter(prefix="/api/events", tags=["audit"], route_class=StrictJsonRoute)
 
@@ -82,27 +83,41 @@ async def stream(
     no gap and no duplicate."""
     start = _resume_from(last_event_id, after)
 
-    async def messages() -> AsyncIterator[bytes]:
-        sent = start
-        watch = container.projector.watch
-        yield b"retry: 1000\n\n"
-        while not await request.is_disconnected():
-            page = await asyncio.to_thread(
-                read_events, container.views, after=sent, limit=STREAM_BATCH
-            )
-            for item in page.items:
-                sent = item["position"]
-                yield b"id: %d\ndata: %s\n\n" % (sent, orjson.dumps(item))
-            if page.next is not None:
-                continue
-            # Caught up: sleep until the projections pass what we sent (every event is
-            # audited, so that means a new row), or send a comment now and then so
-            # proxies keep the connection open.
-            if not await watch.wait_async(sent + 1, KEEPALIVE_S):
-                yield b": keep-alive\n\n"
+    async def page_after(sent: int) -> AuditPage:
+        return await asyncio.to_thread(read_events, container.views, after=sent, limit=STREAM_BATCH)
 
+    messages = audit_stream(start, page_after, container.projector.watch, request.is_disconnected)
     return StreamingResponse(
-        messages(),
+        messages,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+async def audit_stream(
+    start: int,
+    page_after: Callable[[int], Awaitable[AuditPage]],
+    watch: PositionWatch,
+    disconnected: Callable[[], Awaitable[bool]],
+    keepalive_s: float = KEEPALIVE_S,
+) -> AsyncIterator[bytes]:
+    """The stream's body: the audited events after ``start`` (``page_after(position)``),
+    then each as the read models (``watch``) pass it."""
+    sent = start
+    yield b"retry: 1000\n\n"
+    while not await disconnected():
+        # The read below includes everything the read models held before it; once it is
+        # caught up, wait for them to pass that, not just the last event sent: log lines
+        # are not audited, and while a step logs, the position after the last audited
+        # event is passed already, so waiting for it would read again at once, for ever.
+        shown = watch.position
+        page = await page_after(sent)
+        for item in page.items:
+            sent = item["position"]
+            yield b"id: %d\ndata: %s\n\n" % (sent, orjson.dumps(item))
+        if page.next is not None:
+            continue
+        # Caught up: sleep until the read models move on, or send a comment now and then
+        # so proxies keep the connection open.
+        if not await watch.wait_async(max(sent, shown) + 1, keepalive_s):
+            yield b": keep-alive\n\n"
