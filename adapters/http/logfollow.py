@@ -6,7 +6,9 @@ read models, which go on moving between them. Once the task is seen ended, every
 was recorded before its end, so the lines after the last one sent are all there, but they
 may be many: a chatty step's last batches can land between the read that found no more
 lines and the read that found the task ended. They are sent in batches until none is
-left, never cut at one read's limit.
+left, never cut at one read's limit. And while it runs, the follow sleeps until the read
+models pass what its last read could see, so lines that land between that read and the
+sleep are sent at once, not after the next change or keep-alive.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import orjson
 
 from domain.plan import TaskState
 from projections.tasklogs import format_line
+from projections.watch import PositionWatch
 
 LOG_BATCH = 2000
+KEEPALIVE_S = 15.0
 
 Place = tuple[int, int]  # (log position, index of the line within its batch)
 ReadLines = Callable[[Place, int], Awaitable[list[dict[str, Any]]]]
@@ -29,14 +33,16 @@ async def follow_log(
     after: Place,
     read_lines: ReadLines,
     read_state: Callable[[], Awaitable[str | None]],
-    wait_for_more: Callable[[], Awaitable[bool]],
+    watch: PositionWatch,
     disconnected: Callable[[], Awaitable[bool]],
     batch: int = LOG_BATCH,
+    keepalive_s: float = KEEPALIVE_S,
 ) -> AsyncIterator[bytes]:
-    """The SSE body: lines after ``after`` (``read_lines(after, limit)``) as they come;
-    ``read_state()`` is the task's state (None: not shown yet); ``wait_for_more()`` waits
-    for the read models to move (False: nothing for a while, so a keep-alive goes out)."""
+    """The SSE body: lines after ``after`` (``read_lines(after, limit)``) as the read
+    models (``watch``) get them; ``read_state()`` is the task's state (None: not shown
+    yet). A keep-alive comment goes out when nothing moves for ``keepalive_s``."""
     while not await disconnected():
+        shown = watch.position  # the reads below include at least this much of the log
         lines = await read_lines(after, batch)
         for line in lines:
             after = (line["position"], line["idx"])
@@ -51,7 +57,7 @@ async def follow_log(
                     yield _event(after, line)
             yield b"event: end\ndata: %s\n\n" % orjson.dumps({"state": state})
             return
-        if not await wait_for_more():
+        if not await watch.wait_async(shown + 1, keepalive_s):
             yield b": keep-alive\n\n"
 
 

@@ -267,10 +267,7 @@ async def log(
         current = await asyncio.to_thread(get_task, container.views, tid)
         return None if current is None else str(current["state"])
 
-    async def more() -> bool:
-        return await watch.wait_async(watch.position + 1, 15.0)
-
-    events = follow_log(_resume_after(last_event_id), lines, state, more, request.is_disconnected)
+    events = follow_log(_resume_after(last_event_id), lines, state, watch, request.is_disconnected)
     return StreamingResponse(
         events, media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
