@@ -172,9 +172,8 @@ class SqliteViews:
     block the projection writer."""
 
     dialect = "sqlite"
-    # Locked, busy, full, I/O errors; but also a statement the schema does not fit, which
-    # is a bug of ours to fix rather than an event to set aside.
-    transient_errors: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
+    # Locked, busy, full, I/O errors, and a table or column that is not there.
+    database_faults: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -290,11 +289,13 @@ class PostgresViews:
         import psycopg
         from psycopg_pool import ConnectionPool
 
-        # The connection, a lock or serialization failure, a full disk (all
-        # OperationalError, as is the pool's timeout); not data the columns refuse
-        # (DataError) or a broken rule (IntegrityError).
-        self.transient_errors: tuple[type[BaseException], ...] = (
-            psycopg.OperationalError, psycopg.InterfaceError,
+        # The connection, a lock or serialization failure, a full disk (OperationalError,
+        # as is the pool's timeout), a table, column or right that is not there
+        # (ProgrammingError), an aborted transaction (InternalError); not data the
+        # columns refuse (DataError) or a broken rule (IntegrityError).
+        self.database_faults: tuple[type[BaseException], ...] = (
+            psycopg.OperationalError, psycopg.InterfaceError, psycopg.ProgrammingError,
+            psycopg.InternalError,
         )
         self.target = PostgresTarget.parse(database_url)
         self.pool = ConnectionPool(

@@ -5,10 +5,11 @@ SQLite). This one reads the log in batches and applies a whole batch, for every
 projection, in one transaction together with the tracking rows, so a crash can never
 leave a view ahead of or behind its tracking position.
 
-A batch that fails with an error that may pass (a lost connection, a locked database) is
-tried again whole, after a back-off. One that fails otherwise is applied again one event
-at a time, and an event that a projection cannot apply even on its own is set aside for
-that projection (projections/skipped.py), so one bad event never stops the read models.
+A batch that fails with an error that is the database's fault (a lost connection, a
+locked database, a missing table) is tried again whole, after a back-off. One that fails
+otherwise is applied again one event at a time, and an event that a projection cannot
+apply even on its own is set aside for that projection (projections/skipped.py), so one
+bad event never stops the read models.
 """
 
 from __future__ import annotations
@@ -169,9 +170,10 @@ class ProjectionRunner:
             self._apply_alone(position, event)
 
     def passes(self, exc: BaseException) -> bool:
-        """Whether ``exc`` may well not happen again (a lost connection, a locked or full
-        database): then the batch is tried again later, and nothing is set aside."""
-        return isinstance(exc, (OSError, MemoryError, *self.db.transient_errors))
+        """Whether ``exc`` is the database's fault or the machine's (a lost connection, a
+        locked or full database, a missing table), not the events': then the batch is
+        tried again later, and nothing is set aside."""
+        return isinstance(exc, (OSError, MemoryError, *self.db.database_faults))
 
     def _apply(self, batch: Sequence[tuple[int, Any]], projections: Sequence[Projection]) -> None:
         """Apply ``batch`` to the ``projections`` still behind it, in one transaction with

@@ -4,8 +4,9 @@ A read model that stops at an event it cannot apply (a value its columns cannot 
 event of a newer version it cannot decode, a bug in a handler) stops every read of the
 server: reads wait for the read models to include the caller's own writes, and answer
 503 once they give up. The runner therefore sets such an event aside for that projection
-only, after it failed on its own in a transaction of its own (never for errors that
-pass, such as a lost connection or a locked database), and records it here. The event
+only, after it failed on its own in a transaction of its own (never for errors that are
+the database's fault, such as a lost connection, a locked database or a missing table),
+and records it here. The event
 stays in the log: once the cause is fixed, `shoal replay` applies it and empties this
 table.
 """

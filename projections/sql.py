@@ -33,9 +33,10 @@ class Database(Protocol):
     """Where read models live: SQLite file or PostgreSQL schema."""
 
     dialect: str
-    # Errors that say the database is away or busy, not that a statement is wrong: a
-    # projection batch that fails with one is tried again later, never set aside.
-    transient_errors: tuple[type[BaseException], ...]
+    # Errors that put the fault with the database (away, busy, full; a table or a right
+    # missing), not with the event being applied: a projection batch that fails with one
+    # is tried again later, never set aside.
+    database_faults: tuple[type[BaseException], ...]
 
     def write(self) -> AbstractContextManager[Cursor]:
         """One transaction, committed on a clean exit and rolled back otherwise."""

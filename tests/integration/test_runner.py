@@ -94,8 +94,8 @@ def test_a_new_runner_resumes_where_the_last_one_stopped(
 
 class Exploding(Projection):
     """Writes one row per event and, while armed, fails on its Nth event as a database
-    that went away would (an error that may pass: the batch is retried, never set aside;
-    see test_set_aside.py for the others)."""
+    that went away would (the database's fault, not the event's: the batch is retried,
+    never set aside; see test_set_aside.py for the others)."""
 
     name = "exploding"
     tables: ClassVar[dict[str, str]] = {"rm_exploding": "position BIGINT PRIMARY KEY"}
