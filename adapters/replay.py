@@ -85,17 +85,20 @@ def run_replay(args: argparse.Namespace) -> int:
 
 
 def _set_aside(views: Database) -> bool:
-    """Name on stderr the events a projection could not apply; whether there were any."""
-    skipped = skipped_events(views)
-    if skipped:
-        events = len({s.position for s in skipped})
+    """Name on stderr the events a projection could not apply (one line per event and
+    reason, with the projections that lack it); whether there were any."""
+    lacking: dict[tuple[int, str, str], list[str]] = {}
+    for s in skipped_events(views):
+        lacking.setdefault((s.position, s.event_type, s.error), []).append(s.projection)
+    if lacking:
+        events = len({position for position, _, _ in lacking})
         print(f"{events} event{'s' if events > 1 else ''} could not be applied and "
               f"{'were' if events > 1 else 'was'} set aside (the read models lack "
               f"{'them' if events > 1 else 'it'}):", file=sys.stderr)
-        for s in skipped:
-            print(f"  position {s.position} {s.event_type} in {s.projection}: {s.error}",
-                  file=sys.stderr)
-    return bool(skipped)
+        for (position, event_type, error), projections in lacking.items():
+            print(f"  position {position} {event_type} in {', '.join(sorted(projections))}: "
+                  f"{error}", file=sys.stderr)
+    return bool(lacking)
 
 
 def _verify(settings: Settings, log: ApplicationLog, live: ProjectionRunner, started: float) -> int:

@@ -49,7 +49,9 @@ def test_an_event_the_read_models_cannot_apply_is_set_aside_and_named(
         assert replay.returncode == 1, replay.stderr
         assert "rebuilt" in replay.stdout
         assert "1 event could not be applied and was set aside" in replay.stderr
-        assert f"position {unknown} {TOPIC} in audit:" in replay.stderr
+        [named] = [line for line in replay.stderr.splitlines() if f"position {unknown} " in line]
+        assert f"position {unknown} {TOPIC} in agent_credentials, " in named
+        assert ", audit, " in named and ", tasks" in named and "Failed to resolve topic" in named
 
 
 def write_an_event_of_a_newer_version(server: ServerProcess) -> int:

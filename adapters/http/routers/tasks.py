@@ -42,7 +42,6 @@ CanView = Annotated[Actor, Depends(require(Permission.TASK_VIEW))]
 CanCreate = Annotated[Actor, Depends(require(Permission.TASK_CREATE))]
 
 
-
 class RunStateOut(BaseModel):
     """Where a step, or one execution of it, is: who runs it and how it went."""
 
