@@ -154,10 +154,13 @@ class ProjectionRunner:
                 if self.passes(exc):
                     raise  # retried whole, after a back-off
                 self._apply_one_at_a_time(start, batch, describe(exc))
+        self._progressed()
+        return len(batch)
+
+    def _progressed(self) -> None:
         self.watch.advance(self.position)
         if self._on_progress is not None:
             self._on_progress(self.position)
-        return len(batch)
 
     def _apply_one_at_a_time(
         self, after: int, batch: Sequence[tuple[int, Any]], reason: str
@@ -168,6 +171,9 @@ class ProjectionRunner:
                     extra={"after": after, "events": len(batch), "reason": reason})
         for position, event in batch:
             self._apply_alone(position, event)
+            # Reads waiting for this part of the log go on, and the server, which takes a
+            # projector that is silent for a minute for hung, hears from this one.
+            self._progressed()
 
     def passes(self, exc: BaseException) -> bool:
         """Whether ``exc`` is the database's fault or the machine's (a lost connection, a

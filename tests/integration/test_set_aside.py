@@ -52,10 +52,13 @@ def test_an_event_a_projection_cannot_apply_is_set_aside_for_it_alone(
     before = app.create_pool(name="before", actor=TESTER).position
     poison = app.create_pool(name="poison", actor=TESTER).position
     register(app, "after", "w-1")  # more events in the same batch, after the bad one
-    runner = new_runner(app, views, [*all_projections(), PoolSizes()])
+    progress: list[int] = []
+    runner = new_runner(app, views, [*all_projections(), PoolSizes()], on_progress=progress.append)
     runner.setup()
 
     assert runner.catch_up() == event_count(app)  # it did not stop at the bad event
+    # One batch, gone through event by event: the server heard of each step forward.
+    assert progress == sorted(progress) and len(set(progress)) > event_count(app) / 2
 
     last = app.recorder.max_notification_id()
     assert {position for _, position in tracking(views).values()} == {last}
