@@ -143,17 +143,9 @@ class ProjectionRunner:
         batch = self.log.read(start, self.batch_size, until)
         if not batch:
             return 0
-        if any(isinstance(event, Undecodable) for _, event in batch):
-            self._apply_one_at_a_time(start, batch, "an event in it could not be decoded")
-        else:
-            try:
-                self._apply(batch, self.projections)
-            except _Overtaken:
-                raise
-            except Exception as exc:
-                if self.passes(exc):
-                    raise  # retried whole, after a back-off
-                self._apply_one_at_a_time(start, batch, describe(exc))
+        reason = self._failure(batch, self.projections)
+        if reason is not None:
+            self._apply_one_at_a_time(start, batch, reason)
         self._progressed()
         return len(batch)
 
@@ -180,6 +172,26 @@ class ProjectionRunner:
         locked or full database, a missing table), not the events': then the batch is
         tried again later, and nothing is set aside."""
         return isinstance(exc, (OSError, MemoryError, *self.db.database_faults))
+
+    def _failure(
+        self, batch: Sequence[tuple[int, Any]], projections: Sequence[Projection]
+    ) -> str | None:
+        """Apply ``batch`` to ``projections`` (see _apply); None when that worked, else
+        why not, when the events are at fault: one cannot be decoded, or applying them
+        failed with an error that is not the database's. Those that are (passes) raise,
+        for the whole batch to be tried again later, as does _Overtaken."""
+        for _, event in batch:
+            if isinstance(event, Undecodable):
+                return event.error
+        try:
+            self._apply(batch, projections)
+        except _Overtaken:
+            raise
+        except Exception as exc:
+            if self.passes(exc):
+                raise
+            return describe(exc)
+        return None
 
     def _apply(self, batch: Sequence[tuple[int, Any]], projections: Sequence[Projection]) -> None:
         """Apply ``batch`` to the ``projections`` still behind it, in one transaction with
@@ -209,15 +221,8 @@ class ProjectionRunner:
         behind = [p for p in self.projections if self._positions[p.name] < position]
         if not behind:
             return
-        if not isinstance(event, Undecodable):
-            try:
-                self._apply([(position, event)], behind)
-                return
-            except _Overtaken:
-                raise
-            except Exception as exc:
-                if self.passes(exc):
-                    raise
+        if self._failure([(position, event)], behind) is None:
+            return
         set_aside = [s for p in behind if (s := self._apply_or_set_aside(p, position, event))]
         if set_aside:  # else it failed only together with others, and each took it alone
             log.error("an event could not be applied and was set aside; the read models go on "
@@ -228,18 +233,9 @@ class ProjectionRunner:
 
     def _apply_or_set_aside(self, p: Projection, position: int, event: Any) -> SkippedEvent | None:
         """Apply one event to one projection; None when it could, else what was set aside."""
-        if isinstance(event, Undecodable):
-            error = event.error
-        else:
-            try:
-                self._apply([(position, event)], [p])
-                return None
-            except _Overtaken:
-                raise
-            except Exception as exc:
-                if self.passes(exc):
-                    raise
-                error = describe(exc)
+        error = self._failure([(position, event)], [p])
+        if error is None:
+            return None
         skipped = SkippedEvent(p.name, position, event_type_of(event), error)
         with self.db.write() as cur:
             record(cur, skipped)
